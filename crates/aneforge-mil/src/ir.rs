@@ -313,6 +313,11 @@ impl Program {
         p
     }
 
+    /// Adds (or replaces) a function.
+    pub fn add_function(&mut self, name: impl Into<String>, f: Function) {
+        self.functions.insert(name.into(), f);
+    }
+
     /// Stores a weight tensor in the blob table and returns the value that
     /// references it. Blobs are laid out in the order they are added.
     pub fn add_blob(&mut self, tensor: Tensor) -> Result<Value> {
