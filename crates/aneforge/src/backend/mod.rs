@@ -1,0 +1,3 @@
+//! Backends run or write a lowered program; they never change the graph.
+
+pub mod sim;

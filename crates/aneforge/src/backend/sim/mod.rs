@@ -1,0 +1,248 @@
+//! The sim backend: runs a [`Graph`] on the CPU with the engine's numerics.
+//!
+//! Compiling produces a [`SimProgram`]: steps over numbered buffer slots,
+//! with slots reused once their value is dead (a liveness plan), and
+//! per-step scratch sized up front. A [`SimState`] holds the slots; once it
+//! exists, a call allocates nothing.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::fact::{human_bytes, Fact};
+use crate::graph::Graph;
+use crate::numerics::round_f16_slice;
+use crate::ops::{EvalCtx, Op, View};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loc {
+    Slot(usize),
+    Const(usize),
+}
+
+#[derive(Clone, Debug)]
+struct Step {
+    op: Op,
+    ins: Vec<Loc>,
+    in_shapes: Vec<Vec<usize>>,
+    out: usize,
+    out_shape: Vec<usize>,
+    round: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Port {
+    pub name: String,
+    pub fact: Fact,
+    pub loc: Loc,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimProgram {
+    steps: Vec<Step>,
+    slot_sizes: Vec<usize>,
+    scratch: usize,
+    consts: Vec<Arc<Vec<f32>>>,
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+    pub ctx: EvalCtx,
+}
+
+/// The buffers of one program instance.
+pub struct SimState {
+    slots: Vec<Vec<f32>>,
+    scratch: Vec<f32>,
+}
+
+/// Host memory the sim may plan for one program (bytes).
+fn memory_limit() -> u128 {
+    std::env::var("ANEFORGE_SIM_MAX_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(16u128 << 30)
+}
+
+impl SimProgram {
+    /// Plans buffers for `g`. `names` gives each input and output its port name.
+    pub fn new(g: &Graph, input_names: &[String], output_names: &[String], ctx: EvalCtx) -> Result<SimProgram> {
+        let n = g.nodes.len();
+        // Last step index at which each value is read; program outputs never die.
+        let mut last_use = vec![0usize; n];
+        for (i, node) in g.nodes.iter().enumerate() {
+            for &j in &node.inputs {
+                last_use[j] = i;
+            }
+        }
+        for &o in &g.outputs {
+            last_use[o] = usize::MAX;
+        }
+        let mut loc: Vec<Option<Loc>> = vec![None; n];
+        let mut consts: Vec<Arc<Vec<f32>>> = vec![];
+        let mut slot_sizes: Vec<usize> = vec![];
+        let mut free: Vec<usize> = vec![];
+        let mut steps = vec![];
+        let mut scratch = 0usize;
+        let mut inputs = vec![];
+        let input_ids = g.inputs();
+        let alloc = |need: usize, slot_sizes: &mut Vec<usize>, free: &mut Vec<usize>| -> usize {
+            // Best fit among free slots, else grow the largest free one, else a new slot.
+            let best = free
+                .iter()
+                .enumerate()
+                .filter(|(_, &s)| slot_sizes[s] >= need)
+                .min_by_key(|(_, &s)| slot_sizes[s])
+                .map(|(k, _)| k)
+                .or_else(|| free.iter().enumerate().max_by_key(|(_, &s)| slot_sizes[s]).map(|(k, _)| k));
+            match best {
+                Some(k) => {
+                    let s = free.swap_remove(k);
+                    slot_sizes[s] = slot_sizes[s].max(need);
+                    s
+                }
+                None => {
+                    slot_sizes.push(need);
+                    slot_sizes.len() - 1
+                }
+            }
+        };
+        for (k, &i) in input_ids.iter().enumerate() {
+            let s = alloc(g.nodes[i].fact.numel(), &mut slot_sizes, &mut free);
+            loc[i] = Some(Loc::Slot(s));
+            inputs.push(Port { name: input_names[k].clone(), fact: g.nodes[i].fact.clone(), loc: Loc::Slot(s) });
+        }
+        for (i, node) in g.nodes.iter().enumerate() {
+            match &node.op {
+                Op::Input(_) => continue,
+                Op::Const(c) => {
+                    let mut v = (*c.data).clone();
+                    if ctx.fp16 && c.fact.dtype == DType::F16 {
+                        round_f16_slice(&mut v);
+                    }
+                    consts.push(Arc::new(v));
+                    loc[i] = Some(Loc::Const(consts.len() - 1));
+                    continue;
+                }
+                Op::Param(p) => {
+                    let mut v = p.values();
+                    if ctx.fp16 {
+                        round_f16_slice(&mut v);
+                    }
+                    consts.push(Arc::new(v));
+                    loc[i] = Some(Loc::Const(consts.len() - 1));
+                    continue;
+                }
+                _ => {}
+            }
+            let ins: Vec<Loc> = node
+                .inputs
+                .iter()
+                .map(|&j| loc[j].ok_or_else(|| Error::Compile(format!("internal: value %{j} used before it is computed"))))
+                .collect::<Result<_>>()?;
+            let facts = g.facts(node);
+            scratch = scratch.max(node.op.scratch_len(&facts, &node.fact));
+            let out = alloc(node.fact.numel(), &mut slot_sizes, &mut free);
+            loc[i] = Some(Loc::Slot(out));
+            steps.push(Step {
+                op: node.op.clone(),
+                ins,
+                in_shapes: facts.iter().map(|f| f.shape.clone()).collect(),
+                out,
+                out_shape: node.fact.shape.clone(),
+                round: ctx.fp16 && node.fact.dtype == DType::F16 && !node.op.is_exact(),
+            });
+            // Free the slots of inputs whose last reader is this step.
+            let mut dead: Vec<usize> = node.inputs.iter().copied().filter(|&j| last_use[j] == i).collect();
+            dead.sort_unstable();
+            dead.dedup();
+            for j in dead {
+                if let Some(Loc::Slot(s)) = loc[j] {
+                    free.push(s);
+                }
+            }
+        }
+        let outputs = g
+            .outputs
+            .iter()
+            .zip(output_names)
+            .map(|(&o, name)| Port { name: name.clone(), fact: g.nodes[o].fact.clone(), loc: loc[o].unwrap_or(Loc::Const(0)) })
+            .collect();
+        let bytes: u128 = (slot_sizes.iter().sum::<usize>() + scratch) as u128 * 4
+            + consts.iter().map(|c| c.len() as u128 * 4).sum::<u128>();
+        if bytes > memory_limit() {
+            return Err(Error::Memory {
+                op: "compile".into(),
+                msg: format!(
+                    "the program needs {} of host memory to simulate (limit {}, set ANEFORGE_SIM_MAX_BYTES to change it); use smaller shapes",
+                    human_bytes(bytes),
+                    human_bytes(memory_limit())
+                ),
+            });
+        }
+        Ok(SimProgram { steps, slot_sizes, scratch, consts, inputs, outputs, ctx })
+    }
+
+    /// Allocates the buffers for one instance.
+    pub fn new_state(&self) -> SimState {
+        SimState { slots: self.slot_sizes.iter().map(|&s| vec![0.0; s]).collect(), scratch: vec![0.0; self.scratch] }
+    }
+
+    /// Where input `k` must be written before `run` (length = numel).
+    pub fn input_mut<'a>(&self, st: &'a mut SimState, k: usize) -> &'a mut [f32] {
+        let p = &self.inputs[k];
+        match p.loc {
+            Loc::Slot(s) => &mut st.slots[s][..p.fact.numel()],
+            Loc::Const(_) => unreachable!("inputs always live in slots"),
+        }
+    }
+
+    pub fn output<'a>(&'a self, st: &'a SimState, k: usize) -> &'a [f32] {
+        let p = &self.outputs[k];
+        self.read(&st.slots, p.loc, p.fact.numel())
+    }
+
+    fn read<'a>(&'a self, slots: &'a [Vec<f32>], l: Loc, n: usize) -> &'a [f32] {
+        match l {
+            Loc::Slot(s) => &slots[s][..n],
+            Loc::Const(c) => &self.consts[c][..n],
+        }
+    }
+
+    /// Runs every step. Inputs must already be in place (`input_mut`).
+    pub fn run(&self, st: &mut SimState) {
+        for step in &self.steps {
+            let mut out = std::mem::take(&mut st.slots[step.out]);
+            let n: usize = step.out_shape.iter().product();
+            {
+                let (slots, scratch) = (&st.slots, &mut st.scratch);
+                // Kernel argument lists are short: keep them on the stack.
+                const MAX: usize = 16;
+                let mut arr = [View::EMPTY; MAX];
+                let spill: Vec<View>;
+                let views: &[View] = if step.ins.len() <= MAX {
+                    for (k, (&l, shape)) in step.ins.iter().zip(&step.in_shapes).enumerate() {
+                        arr[k] = View { data: self.read(slots, l, shape.iter().product()), shape };
+                    }
+                    &arr[..step.ins.len()]
+                } else {
+                    spill = step
+                        .ins
+                        .iter()
+                        .zip(&step.in_shapes)
+                        .map(|(&l, shape)| View { data: self.read(slots, l, shape.iter().product()), shape })
+                        .collect();
+                    &spill
+                };
+                step.op.eval(views, &mut out[..n], &step.out_shape, scratch, &self.ctx);
+            }
+            if step.round {
+                round_f16_slice(&mut out[..n]);
+            }
+            st.slots[step.out] = out;
+        }
+    }
+
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Bytes of buffers the plan uses (after slot reuse).
+    pub fn planned_bytes(&self) -> usize {
+        (self.slot_sizes.iter().sum::<usize>() + self.scratch) * 4
+    }
+}

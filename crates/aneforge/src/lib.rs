@@ -1,0 +1,24 @@
+//! ANEForge core: a tensor-graph compiler for the Apple Neural Engine and
+//! an fp16-faithful CPU simulator of it.
+//!
+//! Pipeline: [`builder`] functions make a lazy DAG of [`Tensor`]s →
+//! [`compile`] flattens it into a [`Graph`], runs the [`passes`], and plans a
+//! [`backend::sim::SimProgram`]. No Python here: the binding crate only
+//! converts arguments and maps [`Error`]s to exceptions.
+
+pub mod backend;
+pub mod builder;
+pub mod compile;
+pub mod dtype;
+pub mod error;
+pub mod fact;
+pub mod graph;
+pub mod numerics;
+pub mod ops;
+pub mod passes;
+
+pub use compile::{compile, CompileOptions, Compiled, Numerics, Precision};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use fact::Fact;
+pub use graph::{Graph, Tensor};

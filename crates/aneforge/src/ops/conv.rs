@@ -1,0 +1,344 @@
+//! 2-D convolution and transposed convolution (1-D goes through a height of
+//! 1 in the builder). NCHW activations, OIHW weights, im2col + GEMM with a
+//! 1x1 fast path that skips im2col and a direct depthwise kernel.
+
+use super::elementwise::Unary;
+use super::linalg::epilogue_planes;
+use super::{expect_float, Cost, EvalCtx, OpDef, View};
+use crate::error::{Error, Result};
+use crate::fact::{fmt_shape, Fact};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Spatial geometry shared by conv, conv_transpose and pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// top, left, bottom, right
+    pub pad: [usize; 4],
+    pub dilation: [usize; 2],
+}
+
+impl Window {
+    fn eff(&self, ax: usize) -> usize {
+        self.dilation[ax] * (self.kernel[ax] - 1) + 1
+    }
+    /// Output size of a forward window over `input` (floor mode).
+    pub fn out_size(&self, op: &str, h: usize, w: usize) -> Result<[usize; 2]> {
+        let mut o = [0; 2];
+        for (ax, &n) in [h, w].iter().enumerate() {
+            let padded = n + self.pad[ax] + self.pad[ax + 2];
+            let e = self.eff(ax);
+            if padded < e {
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "the {} kernel (effective size {e}) is larger than the padded input ({padded}); pad more or use a smaller kernel",
+                        if ax == 0 { "vertical" } else { "horizontal" }
+                    ),
+                ));
+            }
+            o[ax] = (padded - e) / self.stride[ax] + 1;
+        }
+        Ok(o)
+    }
+    fn validate(&self, op: &str) -> Result<()> {
+        if self.kernel.contains(&0) || self.stride.contains(&0) || self.dilation.contains(&0) {
+            return Err(Error::value(op, format!("kernel {:?}, stride {:?} and dilation {:?} must all be >= 1", self.kernel, self.stride, self.dilation)));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conv {
+    pub window: Window,
+    pub groups: usize,
+    pub bias: bool,
+    pub act: Option<Unary>,
+}
+
+impl OpDef for Conv {
+    fn name(&self) -> String {
+        "conv".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        super::expect_inputs("conv", inputs, 2 + self.bias as usize)?;
+        self.window.validate("conv")?;
+        let (x, w) = (inputs[0], inputs[1]);
+        expect_float("conv", x, "x")?;
+        expect_float("conv", w, "weight")?;
+        if x.rank() != 4 || w.rank() != 4 {
+            return Err(Error::shape(
+                "conv",
+                format!("expects x [N, C, H, W] and weight [O, C/groups, kh, kw], got x {} and weight {}", fmt_shape(&x.shape), fmt_shape(&w.shape)),
+            ));
+        }
+        let g = self.groups;
+        let (c, o) = (x.shape[1], w.shape[0]);
+        if g == 0 || c % g != 0 || o % g != 0 {
+            return Err(Error::shape("conv", format!("groups={g} must divide both the input channels ({c}) and the output channels ({o})")));
+        }
+        if w.shape[1] * g != c {
+            return Err(Error::shape(
+                "conv",
+                format!(
+                    "x {} has {c} channels but weight {} expects {} (= {} x groups {g}); the weight's second axis must be C/groups",
+                    fmt_shape(&x.shape),
+                    fmt_shape(&w.shape),
+                    w.shape[1] * g,
+                    w.shape[1]
+                ),
+            ));
+        }
+        if [w.shape[2], w.shape[3]] != self.window.kernel {
+            return Err(Error::shape("conv", format!("weight {} does not match kernel {:?}", fmt_shape(&w.shape), self.window.kernel)));
+        }
+        if self.bias && inputs[2].shape != [o] {
+            return Err(Error::shape("conv", format!("bias must have shape [{o}], got {}", fmt_shape(&inputs[2].shape))));
+        }
+        let [oh, ow] = self.window.out_size("conv", x.shape[2], x.shape[3])?;
+        Ok(Fact::new(vec![x.shape[0], o, oh, ow], x.dtype))
+    }
+
+    fn scratch_len(&self, ins: &[&Fact], out: &Fact) -> usize {
+        if self.is_pointwise() || self.is_depthwise(ins[0].shape[1], out.shape[1]) {
+            return 0;
+        }
+        let cg = ins[0].shape[1] / self.groups;
+        cg * self.window.kernel[0] * self.window.kernel[1] * out.shape[2] * out.shape[3]
+    }
+
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut Vec<f32>, ctx: &EvalCtx) {
+        let (x, w) = (ins[0], ins[1]);
+        let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+        let [_, o, oh, ow] = [out_shape[0], out_shape[1], out_shape[2], out_shape[3]];
+        let g = self.groups;
+        let (cg, og) = (c / g, o / g);
+        let [kh, kw] = self.window.kernel;
+        let kk = cg * kh * kw;
+        let plane = oh * ow;
+        if self.is_depthwise(c, o) {
+            depthwise(x, w.data, out, [oh, ow], &self.window);
+        } else {
+            let par = if og * plane * kk >= 1 << 17 { Parallelism::Rayon(0) } else { Parallelism::None };
+            for b in 0..n {
+                for gi in 0..g {
+                    let xin = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
+                    let cols: &[f32] = if self.is_pointwise() {
+                        xin
+                    } else {
+                        let s = &mut scratch[..kk * plane];
+                        im2col(xin, [h, wd], [oh, ow], &self.window, s);
+                        s
+                    };
+                    let wg = &w.data[gi * og * kk..(gi + 1) * og * kk];
+                    let dst = &mut out[(b * o + gi * og) * plane..(b * o + (gi + 1) * og) * plane];
+                    // SAFETY: wg is [og, kk], cols is [kk, plane], dst is [og, plane], all row-major.
+                    unsafe {
+                        gemm::gemm(
+                            og, plane, kk, dst.as_mut_ptr(), 1, plane as isize, false, wg.as_ptr(), 1, kk as isize,
+                            cols.as_ptr(), 1, plane as isize, 0.0, 1.0, false, false, false, par,
+                        );
+                    }
+                }
+            }
+        }
+        if self.bias || self.act.is_some() {
+            let bias = if self.bias { Some(ins[2].data) } else { None };
+            epilogue_planes(out, plane, o, bias, self.act, ctx.ieee);
+        }
+    }
+
+    fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {
+        let k = ins[1].shape[1] * ins[1].shape[2] * ins[1].shape[3];
+        Cost { flops: 2.0 * out.numel() as f64 * k as f64 }
+    }
+}
+
+impl Conv {
+    fn is_pointwise(&self) -> bool {
+        self.window.kernel == [1, 1] && self.window.stride == [1, 1] && self.window.pad == [0; 4]
+    }
+    fn is_depthwise(&self, c: usize, o: usize) -> bool {
+        self.groups > 1 && self.groups == c && o == c
+    }
+}
+
+/// Unfolds [C, H, W] into columns [C*kh*kw, oh*ow] (zeros where padded).
+fn im2col(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window, cols: &mut [f32]) {
+    let [kh, kw] = win.kernel;
+    let plane = oh * ow;
+    cols.par_chunks_mut(plane).enumerate().for_each(|(row, dst)| {
+        let ci = row / (kh * kw);
+        let ki = (row / kw) % kh;
+        let kj = row % kw;
+        let src = &x[ci * h * w..(ci + 1) * h * w];
+        for oy in 0..oh {
+            let iy = (oy * win.stride[0] + ki * win.dilation[0]) as isize - win.pad[0] as isize;
+            let drow = &mut dst[oy * ow..(oy + 1) * ow];
+            if iy < 0 || iy >= h as isize {
+                drow.fill(0.0);
+                continue;
+            }
+            let srow = &src[iy as usize * w..(iy as usize + 1) * w];
+            let off = (kj * win.dilation[1]) as isize - win.pad[1] as isize;
+            if win.stride[1] == 1 && off >= 0 && off as usize + ow <= w {
+                drow.copy_from_slice(&srow[off as usize..off as usize + ow]);
+            } else {
+                for (ox, d) in drow.iter_mut().enumerate() {
+                    let ix = (ox * win.stride[1]) as isize + off;
+                    *d = if ix >= 0 && ix < w as isize { srow[ix as usize] } else { 0.0 };
+                }
+            }
+        }
+    });
+}
+
+/// One filter per channel: a direct loop beats im2col + a 1-row GEMM.
+fn depthwise(x: View, w: &[f32], out: &mut [f32], [oh, ow]: [usize; 2], win: &Window) {
+    let [c, h, wd] = [x.shape[1], x.shape[2], x.shape[3]];
+    let [kh, kw] = win.kernel;
+    out.par_chunks_mut(oh * ow).enumerate().for_each(|(i, dst)| {
+        let ch = i % c;
+        let src = &x.data[i * h * wd..(i + 1) * h * wd];
+        let k = &w[ch * kh * kw..(ch + 1) * kh * kw];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = 0.0f32;
+                for ki in 0..kh {
+                    let iy = (oy * win.stride[0] + ki * win.dilation[0]) as isize - win.pad[0] as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for kj in 0..kw {
+                        let ix = (ox * win.stride[1] + kj * win.dilation[1]) as isize - win.pad[1] as isize;
+                        if ix >= 0 && ix < wd as isize {
+                            acc += src[iy as usize * wd + ix as usize] * k[ki * kw + kj];
+                        }
+                    }
+                }
+                dst[oy * ow + ox] = acc;
+            }
+        }
+    });
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvTranspose {
+    pub window: Window,
+    pub output_pad: [usize; 2],
+    pub groups: usize,
+    pub bias: bool,
+}
+
+impl ConvTranspose {
+    fn out_hw(&self, h: usize, w: usize) -> Result<[usize; 2]> {
+        let mut o = [0; 2];
+        for (ax, &n) in [h, w].iter().enumerate() {
+            let full = (n - 1) * self.window.stride[ax] + self.window.eff(ax) + self.output_pad[ax];
+            let crop = self.window.pad[ax] + self.window.pad[ax + 2];
+            if full <= crop {
+                return Err(Error::shape("conv_transpose", format!("padding {:?} removes the whole output ({full} before cropping)", self.window.pad)));
+            }
+            if self.output_pad[ax] >= self.window.stride[ax].max(self.window.dilation[ax]) {
+                return Err(Error::value("conv_transpose", format!("output_pad {:?} must be smaller than the stride or dilation", self.output_pad)));
+            }
+            o[ax] = full - crop;
+        }
+        Ok(o)
+    }
+}
+
+impl OpDef for ConvTranspose {
+    fn name(&self) -> String {
+        "conv_transpose".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        super::expect_inputs("conv_transpose", inputs, 2 + self.bias as usize)?;
+        self.window.validate("conv_transpose")?;
+        let (x, w) = (inputs[0], inputs[1]);
+        expect_float("conv_transpose", x, "x")?;
+        if x.rank() != 4 || w.rank() != 4 {
+            return Err(Error::shape(
+                "conv_transpose",
+                format!("expects x [N, C, H, W] and weight [C, O/groups, kh, kw], got {} and {}", fmt_shape(&x.shape), fmt_shape(&w.shape)),
+            ));
+        }
+        let g = self.groups;
+        if g == 0 || x.shape[1] != w.shape[0] || x.shape[1] % g != 0 {
+            return Err(Error::shape(
+                "conv_transpose",
+                format!("x {} has {} channels; weight {} must have that many on axis 0, divisible by groups={g}", fmt_shape(&x.shape), x.shape[1], fmt_shape(&w.shape)),
+            ));
+        }
+        if [w.shape[2], w.shape[3]] != self.window.kernel {
+            return Err(Error::shape("conv_transpose", format!("weight {} does not match kernel {:?}", fmt_shape(&w.shape), self.window.kernel)));
+        }
+        let o = w.shape[1] * g;
+        if self.bias && inputs[2].shape != [o] {
+            return Err(Error::shape("conv_transpose", format!("bias must have shape [{o}], got {}", fmt_shape(&inputs[2].shape))));
+        }
+        let [oh, ow] = self.out_hw(x.shape[2], x.shape[3])?;
+        Ok(Fact::new(vec![x.shape[0], o, oh, ow], x.dtype))
+    }
+    fn scratch_len(&self, ins: &[&Fact], _: &Fact) -> usize {
+        let (x, w) = (ins[0], ins[1]);
+        w.shape[1] * w.shape[2] * w.shape[3] * x.shape[2] * x.shape[3]
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut Vec<f32>, ctx: &EvalCtx) {
+        let (x, w) = (ins[0], ins[1]);
+        let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+        let [_, o, oh, ow] = [out_shape[0], out_shape[1], out_shape[2], out_shape[3]];
+        let g = self.groups;
+        let (cg, og) = (c / g, o / g);
+        let [kh, kw] = self.window.kernel;
+        let rows = og * kh * kw;
+        let hw = h * wd;
+        out.fill(0.0);
+        for b in 0..n {
+            for gi in 0..g {
+                let xin = &x.data[(b * c + gi * cg) * hw..(b * c + (gi + 1) * cg) * hw];
+                let wg = &w.data[gi * cg * rows..(gi + 1) * cg * rows];
+                let cols = &mut scratch[..rows * hw];
+                // cols[rows, hw] = wg^T [rows, cg] x xin [cg, hw]
+                unsafe {
+                    gemm::gemm(
+                        rows, hw, cg, cols.as_mut_ptr(), 1, hw as isize, false, wg.as_ptr(), rows as isize, 1,
+                        xin.as_ptr(), 1, hw as isize, 0.0, 1.0, false, false, false, Parallelism::Rayon(0),
+                    );
+                }
+                let dst = &mut out[(b * o + gi * og) * oh * ow..(b * o + (gi + 1) * og) * oh * ow];
+                let win = self.window;
+                let cols = &*cols;
+                dst.par_chunks_mut(oh * ow).enumerate().for_each(|(oc, plane)| {
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            let src = &cols[((oc * kh + ki) * kw + kj) * hw..][..hw];
+                            for iy in 0..h {
+                                let y = (iy * win.stride[0] + ki * win.dilation[0]) as isize - win.pad[0] as isize;
+                                if y < 0 || y >= oh as isize {
+                                    continue;
+                                }
+                                for ix in 0..wd {
+                                    let xx = (ix * win.stride[1] + kj * win.dilation[1]) as isize - win.pad[1] as isize;
+                                    if xx >= 0 && xx < ow as isize {
+                                        plane[y as usize * ow + xx as usize] += src[iy * wd + ix];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        if self.bias {
+            epilogue_planes(out, oh * ow, o, Some(ins[2].data), None, ctx.ieee);
+        }
+    }
+    fn cost(&self, ins: &[&Fact], _: &Fact) -> Cost {
+        let (x, w) = (ins[0], ins[1]);
+        Cost { flops: 2.0 * x.numel() as f64 * (w.shape[1] * w.shape[2] * w.shape[3]) as f64 }
+    }
+}

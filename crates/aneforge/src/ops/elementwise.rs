@@ -1,0 +1,532 @@
+//! Elementwise ops: unary maps, broadcasting binaries, `where`, `cast`.
+
+use super::{expect_float, expect_inputs, Cost, EvalCtx, OpDef, View};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::fact::{broadcast_shapes, Fact};
+use crate::numerics::{erf, round_int};
+use rayon::prelude::*;
+
+/// Elements per parallel task; below twice this, loops run on one thread.
+pub(crate) const PAR_CHUNK: usize = 1 << 15;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GeluMode {
+    Exact,
+    Tanh,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    Relu,
+    Relu6,
+    LeakyRelu(f32),
+    Elu(f32),
+    Silu,
+    Sigmoid,
+    HardSigmoid { alpha: f32, beta: f32 },
+    HardSwish,
+    Gelu(GeluMode),
+    Softplus,
+    Softsign,
+    Tanh,
+    ScaledTanh { alpha: f32, beta: f32 },
+    /// `max(x, alpha)`, MIL's `threshold`.
+    Threshold(f32),
+    Clip { lo: f32, hi: f32 },
+    Exp,
+    Exp2,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Reciprocal,
+    Square,
+    Abs,
+    Sign,
+    Neg,
+    Sin,
+    Cos,
+    Atan,
+    Erf,
+    Floor,
+    Ceil,
+    Round,
+    LogicalNot,
+}
+
+impl Unary {
+    /// Parses the Python spelling (`"relu"`, `"hard_swish"`); attribute-carrying
+    /// ops get their defaults.
+    pub fn parse(name: &str) -> Option<Unary> {
+        use Unary::*;
+        Some(match name {
+            "relu" => Relu,
+            "relu6" => Relu6,
+            "leaky_relu" => LeakyRelu(0.01),
+            "elu" => Elu(1.0),
+            "silu" => Silu,
+            "sigmoid" => Sigmoid,
+            "hard_sigmoid" => HardSigmoid { alpha: 0.2, beta: 0.5 },
+            "hard_swish" => HardSwish,
+            "gelu" => Gelu(GeluMode::Exact),
+            "softplus" => Softplus,
+            "softsign" => Softsign,
+            "tanh" => Tanh,
+            "exp" => Exp,
+            "exp2" => Exp2,
+            "log" => Log,
+            "sqrt" => Sqrt,
+            "rsqrt" => Rsqrt,
+            "reciprocal" => Reciprocal,
+            "square" => Square,
+            "abs" => Abs,
+            "sign" => Sign,
+            "neg" => Neg,
+            "sin" => Sin,
+            "cos" => Cos,
+            "atan" => Atan,
+            "erf" => Erf,
+            "floor" => Floor,
+            "ceil" => Ceil,
+            "round" => Round,
+            "logical_not" => LogicalNot,
+            _ => return None,
+        })
+    }
+
+    pub fn op_name(&self) -> &'static str {
+        use Unary::*;
+        match self {
+            Relu => "relu",
+            Relu6 => "relu6",
+            LeakyRelu(_) => "leaky_relu",
+            Elu(_) => "elu",
+            Silu => "silu",
+            Sigmoid => "sigmoid",
+            HardSigmoid { .. } => "hard_sigmoid",
+            HardSwish => "hard_swish",
+            Gelu(_) => "gelu",
+            Softplus => "softplus",
+            Softsign => "softsign",
+            Tanh => "tanh",
+            ScaledTanh { .. } => "scaled_tanh",
+            Threshold(_) => "threshold",
+            Clip { .. } => "clip",
+            Exp => "exp",
+            Exp2 => "exp2",
+            Log => "log",
+            Sqrt => "sqrt",
+            Rsqrt => "rsqrt",
+            Reciprocal => "reciprocal",
+            Square => "square",
+            Abs => "abs",
+            Sign => "sign",
+            Neg => "neg",
+            Sin => "sin",
+            Cos => "cos",
+            Atan => "atan",
+            Erf => "erf",
+            Floor => "floor",
+            Ceil => "ceil",
+            Round => "round",
+            LogicalNot => "logical_not",
+        }
+    }
+
+    /// The scalar function, in f32. `ieee` selects NaN-propagating min/max;
+    /// the engine's min/max units return the other operand instead.
+    #[inline(always)]
+    pub fn apply(&self, x: f32, ieee: bool) -> f32 {
+        use Unary::*;
+        let max = |a: f32, b: f32| if ieee && a.is_nan() { a } else { a.max(b) };
+        let min = |a: f32, b: f32| if ieee && a.is_nan() { a } else { a.min(b) };
+        match *self {
+            Relu => max(x, 0.0),
+            Relu6 => min(max(x, 0.0), 6.0),
+            LeakyRelu(a) => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    a * x
+                }
+            }
+            Elu(a) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    a * (x.exp() - 1.0)
+                }
+            }
+            Silu => x / (1.0 + (-x).exp()),
+            Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            HardSigmoid { alpha, beta } => min(max(alpha * x + beta, 0.0), 1.0),
+            HardSwish => x * min(max(x + 3.0, 0.0), 6.0) / 6.0,
+            Gelu(GeluMode::Exact) => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+            Gelu(GeluMode::Tanh) => {
+                let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+            }
+            Softplus => {
+                // log1p(exp(x)) without overflow for large x.
+                if x > 20.0 {
+                    x
+                } else {
+                    x.exp().ln_1p()
+                }
+            }
+            Softsign => x / (1.0 + x.abs()),
+            Tanh => x.tanh(),
+            ScaledTanh { alpha, beta } => alpha * (beta * x).tanh(),
+            Threshold(a) => max(x, a),
+            Clip { lo, hi } => min(max(x, lo), hi),
+            Exp => x.exp(),
+            Exp2 => x.exp2(),
+            Log => x.ln(),
+            Sqrt => x.sqrt(),
+            Rsqrt => 1.0 / x.sqrt(),
+            Reciprocal => 1.0 / x,
+            Square => x * x,
+            Abs => x.abs(),
+            Sign => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    x * 0.0
+                }
+            }
+            Neg => -x,
+            Sin => x.sin(),
+            Cos => x.cos(),
+            Atan => x.atan(),
+            Erf => erf(x),
+            Floor => x.floor(),
+            Ceil => x.ceil(),
+            Round => x.round_ties_even(),
+            LogicalNot => (x == 0.0) as u8 as f32,
+        }
+    }
+
+    /// Outputs are a subset of the inputs' values (no new rounding needed).
+    fn exact(&self) -> bool {
+        use Unary::*;
+        matches!(self, Relu | Relu6 | Threshold(_) | Clip { .. } | Abs | Neg | Floor | Ceil | Round | Sign | LogicalNot)
+    }
+
+    fn flops_per_elem(&self) -> f64 {
+        use Unary::*;
+        match self {
+            Relu | Relu6 | Abs | Neg | Threshold(_) | Clip { .. } | Sign | Floor | Ceil | Round | LogicalNot => 1.0,
+            Square | LeakyRelu(_) | HardSigmoid { .. } | Reciprocal => 2.0,
+            _ => 8.0,
+        }
+    }
+}
+
+impl OpDef for Unary {
+    fn name(&self) -> String {
+        self.op_name().into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        let op = self.op_name();
+        expect_inputs(op, inputs, 1)?;
+        let x = inputs[0];
+        if *self == Unary::LogicalNot {
+            return Ok(Fact::new(x.shape.clone(), DType::Bool));
+        }
+        expect_float(op, x, "x")?;
+        if let Unary::Clip { lo, hi } = self {
+            if lo > hi {
+                return Err(Error::value(op, format!("lo={lo} is greater than hi={hi}; swap them")));
+            }
+        }
+        Ok(x.clone())
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+        let f = *self;
+        let ieee = ctx.ieee;
+        let x = ins[0].data;
+        if out.len() >= 2 * PAR_CHUNK {
+            out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(|(o, i)| {
+                for (o, &v) in o.iter_mut().zip(i) {
+                    *o = f.apply(v, ieee);
+                }
+            });
+        } else {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = f.apply(v, ieee);
+            }
+        }
+    }
+    fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
+        Cost { flops: out.numel() as f64 * self.flops_per_elem() }
+    }
+}
+
+impl Unary {
+    pub fn is_exact(&self) -> bool {
+        self.exact()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Maximum,
+    Minimum,
+    Equal,
+    NotEqual,
+    Less,
+    LessEqual,
+    Greater,
+    GreaterEqual,
+}
+
+impl Binary {
+    pub fn parse(name: &str) -> Option<Binary> {
+        use Binary::*;
+        Some(match name {
+            "add" => Add,
+            "sub" => Sub,
+            "mul" => Mul,
+            "div" => Div,
+            "pow" => Pow,
+            "maximum" => Maximum,
+            "minimum" => Minimum,
+            "equal" => Equal,
+            "not_equal" => NotEqual,
+            "less" => Less,
+            "less_equal" => LessEqual,
+            "greater" => Greater,
+            "greater_equal" => GreaterEqual,
+            _ => return None,
+        })
+    }
+
+    pub fn op_name(&self) -> &'static str {
+        use Binary::*;
+        match self {
+            Add => "add",
+            Sub => "sub",
+            Mul => "mul",
+            Div => "div",
+            Pow => "pow",
+            Maximum => "maximum",
+            Minimum => "minimum",
+            Equal => "equal",
+            NotEqual => "not_equal",
+            Less => "less",
+            LessEqual => "less_equal",
+            Greater => "greater",
+            GreaterEqual => "greater_equal",
+        }
+    }
+
+    pub fn is_comparison(&self) -> bool {
+        use Binary::*;
+        matches!(self, Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual)
+    }
+
+    #[inline(always)]
+    pub fn apply(&self, a: f32, b: f32, ieee: bool) -> f32 {
+        use Binary::*;
+        match *self {
+            Add => a + b,
+            Sub => a - b,
+            Mul => a * b,
+            Div => a / b,
+            Pow => a.powf(b),
+            Maximum => {
+                if ieee && (a.is_nan() || b.is_nan()) {
+                    f32::NAN
+                } else {
+                    a.max(b)
+                }
+            }
+            Minimum => {
+                if ieee && (a.is_nan() || b.is_nan()) {
+                    f32::NAN
+                } else {
+                    a.min(b)
+                }
+            }
+            Equal => (a == b) as u8 as f32,
+            NotEqual => (a != b) as u8 as f32,
+            Less => (a < b) as u8 as f32,
+            LessEqual => (a <= b) as u8 as f32,
+            Greater => (a > b) as u8 as f32,
+            GreaterEqual => (a >= b) as u8 as f32,
+        }
+    }
+}
+
+/// Dtype of an elementwise result over same-typed operands.
+fn common_dtype(op: &str, fs: &[&Fact]) -> Result<DType> {
+    let d = fs[0].dtype;
+    for f in &fs[1..] {
+        if f.dtype != d {
+            let list: Vec<String> = fs.iter().map(|f| f.to_string()).collect();
+            return Err(Error::dtype(
+                op,
+                format!("operands have different dtypes ({}); cast one with .cast(\"{}\")", list.join(", "), d),
+            ));
+        }
+    }
+    Ok(d)
+}
+
+impl OpDef for Binary {
+    fn name(&self) -> String {
+        self.op_name().into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        let op = self.op_name();
+        expect_inputs(op, inputs, 2)?;
+        let d = common_dtype(op, inputs)?;
+        if d == DType::Bool && !self.is_comparison() {
+            return Err(Error::dtype(op, "operands are bool; cast them to fp16 first with .cast(\"fp16\")"));
+        }
+        let shape = broadcast_shapes(op, &inputs[0].shape, &inputs[1].shape)?;
+        Ok(Fact::new(shape, if self.is_comparison() { DType::Bool } else { d }))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+        let f = *self;
+        let ieee = ctx.ieee;
+        map_broadcast::<2>([ins[0], ins[1]], out, out_shape, move |v| f.apply(v[0], v[1], ieee));
+    }
+    fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
+        Cost { flops: out.numel() as f64 * if *self == Binary::Pow { 8.0 } else { 1.0 } }
+    }
+}
+
+impl Binary {
+    pub fn is_exact(&self) -> bool {
+        matches!(self, Binary::Maximum | Binary::Minimum) || self.is_comparison()
+    }
+}
+
+/// `where(cond, a, b)`: picks `a` where `cond` is non-zero.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Where;
+
+impl OpDef for Where {
+    fn name(&self) -> String {
+        "where".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        expect_inputs("where", inputs, 3)?;
+        let d = common_dtype("where", &inputs[1..])?;
+        let s = broadcast_shapes("where", &inputs[0].shape, &inputs[1].shape)?;
+        let s = broadcast_shapes("where", &s, &inputs[2].shape)?;
+        Ok(Fact::new(s, d))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        map_broadcast::<3>([ins[0], ins[1], ins[2]], out, out_shape, |v| if v[0] != 0.0 { v[1] } else { v[2] });
+    }
+}
+
+/// Type conversion. To integers: round half to even and saturate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cast {
+    pub to: DType,
+}
+
+impl OpDef for Cast {
+    fn name(&self) -> String {
+        "cast".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        expect_inputs("cast", inputs, 1)?;
+        Ok(Fact::new(inputs[0].shape.clone(), self.to))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        let x = ins[0].data;
+        match self.to {
+            DType::Bool => out.iter_mut().zip(x).for_each(|(o, &v)| *o = (v != 0.0) as u8 as f32),
+            t => match t.int_range() {
+                Some((lo, hi)) => out.iter_mut().zip(x).for_each(|(o, &v)| *o = round_int(v, lo, hi)),
+                None => out.copy_from_slice(x),
+            },
+        }
+    }
+}
+
+/// Per-input strides over the output shape (0 on broadcast axes).
+pub(crate) fn broadcast_strides(in_shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
+    let r = out_shape.len();
+    let off = r - in_shape.len();
+    let mut strides = vec![0usize; r];
+    let mut s = 1usize;
+    for i in (0..in_shape.len()).rev() {
+        if in_shape[i] != 1 {
+            strides[i + off] = s;
+        }
+        s *= in_shape[i];
+    }
+    strides
+}
+
+/// Applies `f` elementwise over N broadcast inputs into the contiguous `out`.
+/// Common cases (equal shapes, scalars) take flat loops the compiler
+/// vectorises; the general case walks rows of the last axis.
+pub(crate) fn map_broadcast<const N: usize>(
+    ins: [View; N],
+    out: &mut [f32],
+    out_shape: &[usize],
+    f: impl Fn([f32; N]) -> f32 + Sync + Send + Copy,
+) {
+    let n = out.len();
+    if n == 0 {
+        return;
+    }
+    let flat: [bool; N] = std::array::from_fn(|k| ins[k].data.len() == n);
+    let scalar: [bool; N] = std::array::from_fn(|k| ins[k].data.len() == 1);
+    if (0..N).all(|k| flat[k] || scalar[k]) {
+        let run = |o: &mut [f32], start: usize| {
+            for (j, o) in o.iter_mut().enumerate() {
+                let v: [f32; N] =
+                    std::array::from_fn(|k| if flat[k] { ins[k].data[start + j] } else { ins[k].data[0] });
+                *o = f(v);
+            }
+        };
+        if n >= 2 * PAR_CHUNK {
+            out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(c, o)| run(o, c * PAR_CHUNK));
+        } else {
+            run(out, 0);
+        }
+        return;
+    }
+    let r = out_shape.len();
+    let strides: [Vec<usize>; N] = std::array::from_fn(|k| broadcast_strides(ins[k].shape, out_shape));
+    let inner = out_shape[r - 1];
+    let rows = n / inner;
+    let row_fn = |row: usize, o: &mut [f32]| {
+        // Decompose the row index into the outer multi-index.
+        let mut base = [0usize; N];
+        let mut rem = row;
+        for ax in (0..r - 1).rev() {
+            let i = rem % out_shape[ax];
+            rem /= out_shape[ax];
+            for k in 0..N {
+                base[k] += i * strides[k][ax];
+            }
+        }
+        let st: [usize; N] = std::array::from_fn(|k| strides[k][r - 1]);
+        for (j, o) in o.iter_mut().enumerate() {
+            let v: [f32; N] = std::array::from_fn(|k| ins[k].data[base[k] + j * st[k]]);
+            *o = f(v);
+        }
+    };
+    if n >= 2 * PAR_CHUNK && rows > 1 {
+        out.par_chunks_mut(inner).enumerate().for_each(|(row, o)| row_fn(row, o));
+    } else {
+        for (row, o) in out.chunks_mut(inner).enumerate() {
+            row_fn(row, o);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Matrix multiplication on the `gemm` crate, with an optional fused bias
+//! and activation epilogue (set by the `fuse_epilogues` pass).
+
+use super::elementwise::Unary;
+use super::{expect_float, Cost, EvalCtx, OpDef, View};
+use crate::error::{Error, Result};
+use crate::fact::{broadcast_shapes, fmt_shape, Fact};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Flops below which a GEMM runs on one thread (threading costs more).
+const PAR_FLOPS: usize = 1 << 18;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MatMul {
+    pub transpose_a: bool,
+    pub transpose_b: bool,
+    /// A third input of shape [N] added to every output row.
+    pub bias: bool,
+    pub act: Option<Unary>,
+}
+
+impl MatMul {
+    pub fn plain() -> MatMul {
+        MatMul { transpose_a: false, transpose_b: false, bias: false, act: None }
+    }
+
+    fn dims(&self, a: &[usize], b: &[usize]) -> (usize, usize, usize, usize) {
+        let (ra, rb) = (a.len(), b.len());
+        let (m, ka) = if self.transpose_a { (a[ra - 1], a[ra - 2]) } else { (a[ra - 2], a[ra - 1]) };
+        let (kb, n) = if self.transpose_b { (b[rb - 1], b[rb - 2]) } else { (b[rb - 2], b[rb - 1]) };
+        (m, ka, kb, n)
+    }
+}
+
+impl OpDef for MatMul {
+    fn name(&self) -> String {
+        "matmul".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        let want = 2 + self.bias as usize;
+        super::expect_inputs("matmul", inputs, want)?;
+        let (a, b) = (inputs[0], inputs[1]);
+        expect_float("matmul", a, "a")?;
+        expect_float("matmul", b, "b")?;
+        if a.rank() < 2 || b.rank() < 2 {
+            return Err(Error::shape(
+                "matmul",
+                format!("operands must have rank >= 2, got {} and {}; reshape vectors to [1, K] or [K, 1]", fmt_shape(&a.shape), fmt_shape(&b.shape)),
+            ));
+        }
+        let (m, ka, kb, n) = self.dims(&a.shape, &b.shape);
+        if ka != kb {
+            return Err(Error::shape(
+                "matmul",
+                format!(
+                    "inner dimensions differ: a {} has K={ka}, b {} has K={kb}{}; transpose or reshape one operand",
+                    fmt_shape(&a.shape),
+                    fmt_shape(&b.shape),
+                    if self.transpose_a || self.transpose_b { " (after the transpose flags)" } else { "" }
+                ),
+            ));
+        }
+        let batch =
+            broadcast_shapes("matmul", &a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2])?;
+        let mut shape = batch;
+        shape.extend([m, n]);
+        if self.bias {
+            let bias = inputs[2];
+            if bias.shape != [n] {
+                return Err(Error::shape("matmul", format!("bias must have shape [{n}], got {}", fmt_shape(&bias.shape))));
+            }
+        }
+        if a.dtype != b.dtype {
+            return Err(Error::dtype("matmul", format!("a is {a} and b is {b}; cast one so both match")));
+        }
+        Ok(Fact::new(shape, a.dtype))
+    }
+
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+        let (a, b) = (ins[0], ins[1]);
+        let (m, k, _, n) = self.dims(a.shape, b.shape);
+        let r = out_shape.len();
+        let batch_shape = &out_shape[..r - 2];
+        let batches: usize = batch_shape.iter().product();
+        let sa = super::elementwise::broadcast_strides(&a.shape[..a.shape.len() - 2], batch_shape);
+        let sb = super::elementwise::broadcast_strides(&b.shape[..b.shape.len() - 2], batch_shape);
+        let offset = |bi: usize, strides: &[usize], mat: usize| {
+            let mut rem = bi;
+            let mut off = 0;
+            for ax in (0..batch_shape.len()).rev() {
+                off += (rem % batch_shape[ax]) * strides[ax];
+                rem /= batch_shape[ax];
+            }
+            off * mat
+        };
+        let (a_rs, a_cs) = if self.transpose_a { (1isize, m as isize) } else { (k as isize, 1isize) };
+        let (b_rs, b_cs) = if self.transpose_b { (1isize, k as isize) } else { (n as isize, 1isize) };
+        let flops = m * n * k;
+        let run = |bi: usize, dst: &mut [f32], par: Parallelism| {
+            let ao = offset(bi, &sa, m * k);
+            let bo = offset(bi, &sb, k * n);
+            // SAFETY: the offsets and strides stay inside `a`, `b` and `dst`
+            // by construction of the shapes checked in `infer`.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.data.as_ptr().add(ao),
+                    a_cs,
+                    a_rs,
+                    b.data.as_ptr().add(bo),
+                    b_cs,
+                    b_rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+        };
+        if batches > 1 && flops < PAR_FLOPS * 8 {
+            out.par_chunks_mut(m * n).enumerate().for_each(|(bi, dst)| run(bi, dst, Parallelism::None));
+        } else {
+            let par = if flops >= PAR_FLOPS { Parallelism::Rayon(0) } else { Parallelism::None };
+            for (bi, dst) in out.chunks_mut(m * n).enumerate() {
+                run(bi, dst, par);
+            }
+        }
+        if self.bias || self.act.is_some() {
+            let bias = if self.bias { Some(ins[2].data) } else { None };
+            epilogue_rows(out, n, bias, self.act, ctx.ieee);
+        }
+    }
+
+    fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {
+        let (_, k, _, _) = self.dims(&ins[0].shape, &ins[1].shape);
+        Cost { flops: 2.0 * out.numel() as f64 * k as f64 }
+    }
+}
+
+/// Adds a per-column bias to rows of length `n` and applies `act`.
+pub(crate) fn epilogue_rows(out: &mut [f32], n: usize, bias: Option<&[f32]>, act: Option<Unary>, ieee: bool) {
+    let body = |row: &mut [f32]| {
+        if let Some(b) = bias {
+            for (o, &bv) in row.iter_mut().zip(b) {
+                *o += bv;
+            }
+        }
+        if let Some(f) = act {
+            for o in row.iter_mut() {
+                *o = f.apply(*o, ieee);
+            }
+        }
+    };
+    if out.len() >= 1 << 16 {
+        out.par_chunks_mut(n).for_each(body);
+    } else {
+        out.chunks_mut(n).for_each(body);
+    }
+}
+
+/// Adds a per-channel bias to planes of length `plane` and applies `act`.
+pub(crate) fn epilogue_planes(out: &mut [f32], plane: usize, channels: usize, bias: Option<&[f32]>, act: Option<Unary>, ieee: bool) {
+    let body = |(i, p): (usize, &mut [f32])| {
+        let c = i % channels;
+        if let Some(b) = bias {
+            let bv = b[c];
+            for o in p.iter_mut() {
+                *o += bv;
+            }
+        }
+        if let Some(f) = act {
+            for o in p.iter_mut() {
+                *o = f.apply(*o, ieee);
+            }
+        }
+    };
+    if out.len() >= 1 << 16 {
+        out.par_chunks_mut(plane).enumerate().for_each(body);
+    } else {
+        out.chunks_mut(plane).enumerate().for_each(body);
+    }
+}

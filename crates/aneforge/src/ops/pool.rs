@@ -1,0 +1,214 @@
+//! Pooling and resizing over the two trailing (spatial) axes of NCHW.
+
+use super::conv::Window;
+use super::{expect_float, Cost, EvalCtx, OpDef, View};
+use crate::error::{Error, Result};
+use crate::fact::{fmt_shape, Fact};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Avg { count_include_pad: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pool {
+    pub kind: PoolKind,
+    pub window: Window,
+    pub ceil_mode: bool,
+}
+
+impl Pool {
+    fn out_hw(&self, h: usize, w: usize) -> Result<[usize; 2]> {
+        let op = self.op_name();
+        let win = &self.window;
+        let mut o = [0; 2];
+        for (ax, &n) in [h, w].iter().enumerate() {
+            let (k, s, p0, p1) = (win.kernel[ax], win.stride[ax], win.pad[ax], win.pad[ax + 2]);
+            if p0 * 2 > k || p1 * 2 > k {
+                return Err(Error::value(op, format!("padding {:?} must be at most half the kernel {:?}", win.pad, win.kernel)));
+            }
+            let padded = n + p0 + p1;
+            if padded < k {
+                return Err(Error::shape(op, format!("kernel {:?} is larger than the padded input {}x{}", win.kernel, h, w)));
+            }
+            let mut out = if self.ceil_mode { (padded - k).div_ceil(s) + 1 } else { (padded - k) / s + 1 };
+            // A window may not start in the right/bottom padding (PyTorch's rule).
+            if self.ceil_mode && (out - 1) * s >= n + p0 {
+                out -= 1;
+            }
+            o[ax] = out;
+        }
+        Ok(o)
+    }
+    fn op_name(&self) -> &'static str {
+        match self.kind {
+            PoolKind::Max => "max_pool",
+            PoolKind::Avg { .. } => "avg_pool",
+        }
+    }
+}
+
+impl OpDef for Pool {
+    fn name(&self) -> String {
+        self.op_name().into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        let op = self.op_name();
+        super::expect_inputs(op, inputs, 1)?;
+        let x = inputs[0];
+        expect_float(op, x, "x")?;
+        if x.rank() != 4 {
+            return Err(Error::shape(op, format!("expects x [N, C, H, W], got {}", fmt_shape(&x.shape))));
+        }
+        if self.window.kernel.contains(&0) || self.window.stride.contains(&0) {
+            return Err(Error::value(op, format!("kernel {:?} and stride {:?} must be >= 1", self.window.kernel, self.window.stride)));
+        }
+        let [oh, ow] = self.out_hw(x.shape[2], x.shape[3])?;
+        Ok(Fact::new(vec![x.shape[0], x.shape[1], oh, ow], x.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+        let x = ins[0];
+        let [h, w] = [x.shape[2], x.shape[3]];
+        let [oh, ow] = [out_shape[2], out_shape[3]];
+        let win = self.window;
+        let kind = self.kind;
+        let ieee = ctx.ieee;
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
+            let src = &x.data[p * h * w..(p + 1) * h * w];
+            for oy in 0..oh {
+                let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
+                let y1 = (y0 + win.kernel[0] as isize).min((h + win.pad[2]) as isize);
+                for ox in 0..ow {
+                    let x0 = (ox * win.stride[1]) as isize - win.pad[1] as isize;
+                    let x1 = (x0 + win.kernel[1] as isize).min((w + win.pad[3]) as isize);
+                    let (ya, yb) = (y0.max(0) as usize, (y1 as usize).min(h));
+                    let (xa, xb) = (x0.max(0) as usize, (x1 as usize).min(w));
+                    dst[oy * ow + ox] = match kind {
+                        PoolKind::Max => {
+                            let mut m = f32::NEG_INFINITY;
+                            for yy in ya..yb {
+                                for &v in &src[yy * w + xa..yy * w + xb] {
+                                    if v > m || (ieee && v.is_nan()) {
+                                        m = v;
+                                    }
+                                }
+                            }
+                            m
+                        }
+                        PoolKind::Avg { count_include_pad } => {
+                            let mut s = 0.0f32;
+                            for yy in ya..yb {
+                                s += src[yy * w + xa..yy * w + xb].iter().sum::<f32>();
+                            }
+                            let n = if count_include_pad {
+                                ((y1 - y0) * (x1 - x0)) as f32
+                            } else {
+                                ((yb - ya) * (xb - xa)) as f32
+                            };
+                            s / n
+                        }
+                    };
+                }
+            }
+        });
+    }
+    fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
+        Cost { flops: (out.numel() * self.window.kernel[0] * self.window.kernel[1]) as f64 }
+    }
+}
+
+impl Pool {
+    pub fn is_exact(&self) -> bool {
+        self.kind == PoolKind::Max
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// `src = floor(dst * in / out)` (PyTorch's `nearest`, ONNX asymmetric+floor).
+    Nearest,
+    /// Bilinear; `align_corners` maps corner pixel centres onto each other,
+    /// otherwise half-pixel centres (PyTorch's default).
+    Bilinear { align_corners: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resize {
+    pub mode: ResizeMode,
+    pub size: [usize; 2],
+}
+
+impl OpDef for Resize {
+    fn name(&self) -> String {
+        match self.mode {
+            ResizeMode::Nearest => "upsample_nearest".into(),
+            ResizeMode::Bilinear { .. } => "resize_bilinear".into(),
+        }
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        let op = self.name();
+        super::expect_inputs(&op, inputs, 1)?;
+        let x = inputs[0];
+        expect_float(&op, x, "x")?;
+        if x.rank() != 4 {
+            return Err(Error::shape(op, format!("expects x [N, C, H, W], got {}", fmt_shape(&x.shape))));
+        }
+        if self.size.contains(&0) {
+            return Err(Error::value(op, format!("output size {:?} must be >= 1", self.size)));
+        }
+        Ok(Fact::new(vec![x.shape[0], x.shape[1], self.size[0], self.size[1]], x.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        let x = ins[0];
+        let [h, w] = [x.shape[2], x.shape[3]];
+        let [oh, ow] = self.size;
+        let mode = self.mode;
+        let coord = |o: usize, n_in: usize, n_out: usize, align: bool| -> f32 {
+            if align {
+                if n_out == 1 {
+                    0.0
+                } else {
+                    o as f32 * (n_in - 1) as f32 / (n_out - 1) as f32
+                }
+            } else {
+                ((o as f32 + 0.5) * n_in as f32 / n_out as f32 - 0.5).max(0.0)
+            }
+        };
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
+            let src = &x.data[p * h * w..(p + 1) * h * w];
+            match mode {
+                ResizeMode::Nearest => {
+                    for oy in 0..oh {
+                        let iy = (oy * h / oh).min(h - 1);
+                        for ox in 0..ow {
+                            let ix = (ox * w / ow).min(w - 1);
+                            dst[oy * ow + ox] = src[iy * w + ix];
+                        }
+                    }
+                }
+                ResizeMode::Bilinear { align_corners } => {
+                    for oy in 0..oh {
+                        let fy = coord(oy, h, oh, align_corners);
+                        let y0 = (fy as usize).min(h - 1);
+                        let y1 = (y0 + 1).min(h - 1);
+                        let dy = fy - y0 as f32;
+                        for ox in 0..ow {
+                            let fx = coord(ox, w, ow, align_corners);
+                            let x0 = (fx as usize).min(w - 1);
+                            let x1 = (x0 + 1).min(w - 1);
+                            let dx = fx - x0 as f32;
+                            let top = src[y0 * w + x0] * (1.0 - dx) + src[y0 * w + x1] * dx;
+                            let bot = src[y1 * w + x0] * (1.0 - dx) + src[y1 * w + x1] * dx;
+                            dst[oy * ow + ox] = top * (1.0 - dy) + bot * dy;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
+        Cost { flops: out.numel() as f64 * 4.0 }
+    }
+}

@@ -1,0 +1,437 @@
+//! Data movement: reshape, transpose, concat, slice (incl. reverse),
+//! expand, tile, pad and gather with constant indices. None of these
+//! create new values, so the sim never re-rounds their outputs.
+
+use super::{Cost, EvalCtx, OpDef, View};
+use crate::error::{Error, Result};
+use crate::fact::{broadcast_shapes, fmt_shape, norm_axis, strides_of, Fact};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// out[i] = src[base + Σ i_k * strides[k]] for every multi-index of `oshape`.
+/// The one strided walker behind transpose, slice, reverse and expand.
+pub(crate) fn copy_strided(src: &[f32], base: isize, strides: &[isize], oshape: &[usize], out: &mut [f32]) {
+    let r = oshape.len();
+    if r == 0 {
+        out[0] = src[base as usize];
+        return;
+    }
+    let inner = oshape[r - 1];
+    let si = strides[r - 1];
+    let row = |ri: usize, o: &mut [f32]| {
+        let mut off = base;
+        let mut rem = ri;
+        for k in (0..r - 1).rev() {
+            off += (rem % oshape[k]) as isize * strides[k];
+            rem /= oshape[k];
+        }
+        if si == 1 {
+            o.copy_from_slice(&src[off as usize..off as usize + inner]);
+        } else {
+            for (j, d) in o.iter_mut().enumerate() {
+                *d = src[(off + j as isize * si) as usize];
+            }
+        }
+    };
+    if out.len() >= 1 << 16 && out.len() / inner > 1 {
+        out.par_chunks_mut(inner).enumerate().for_each(|(ri, o)| row(ri, o));
+    } else {
+        out.chunks_mut(inner).enumerate().for_each(|(ri, o)| row(ri, o));
+    }
+}
+
+fn movement_cost() -> Cost {
+    Cost { flops: 0.0 }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reshape {
+    pub shape: Vec<usize>,
+}
+
+impl OpDef for Reshape {
+    fn name(&self) -> String {
+        "reshape".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        super::expect_inputs("reshape", inputs, 1)?;
+        let x = inputs[0];
+        let n: usize = self.shape.iter().product();
+        if n != x.numel() {
+            return Err(Error::shape(
+                "reshape",
+                format!("cannot reshape {} ({} elements) to {} ({n} elements)", fmt_shape(&x.shape), x.numel(), fmt_shape(&self.shape)),
+            ));
+        }
+        Ok(Fact::new(self.shape.clone(), x.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        out.copy_from_slice(ins[0].data);
+    }
+    fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
+        movement_cost()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transpose {
+    pub perm: Vec<usize>,
+}
+
+impl OpDef for Transpose {
+    fn name(&self) -> String {
+        "transpose".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        super::expect_inputs("transpose", inputs, 1)?;
+        let x = inputs[0];
+        let mut seen = vec![false; x.rank()];
+        if self.perm.len() != x.rank() || self.perm.iter().any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true)) {
+            return Err(Error::shape(
+                "transpose",
+                format!("perm {:?} is not a permutation of the {} axes of {}", self.perm, x.rank(), fmt_shape(&x.shape)),
+            ));
+        }
+        Ok(Fact::new(self.perm.iter().map(|&p| x.shape[p]).collect(), x.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        let st = strides_of(ins[0].shape);
+        let strides: Vec<isize> = self.perm.iter().map(|&p| st[p] as isize).collect();
+        copy_strided(ins[0].data, 0, &strides, out_shape, out);
+    }
+    fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
+        movement_cost()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Concat {
+    pub axis: usize,
+}
+
+impl OpDef for Concat {
+    fn name(&self) -> String {
+        "concat".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        if inputs.is_empty() {
+            return Err(Error::value("concat", "needs at least one tensor"));
+        }
+        let first = inputs[0];
+        norm_axis("concat", self.axis as i64, first.rank())?;
+        let mut shape = first.shape.clone();
+        shape[self.axis] = 0;
+        for f in inputs {
+            let ok = f.rank() == first.rank()
+                && f.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == self.axis || a == b);
+            if !ok {
+                let all: Vec<String> = inputs.iter().map(|f| fmt_shape(&f.shape)).collect();
+                return Err(Error::shape(
+                    "concat",
+                    format!("shapes {} differ outside axis {}; all axes but the concatenated one must match", all.join(", "), self.axis),
+                ));
+            }
+            if f.dtype != first.dtype {
+                return Err(Error::dtype("concat", format!("mixed dtypes {} and {}; cast to one dtype first", first.dtype, f.dtype)));
+            }
+            shape[self.axis] += f.shape[self.axis];
+        }
+        Ok(Fact::new(shape, first.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        let outer: usize = out_shape[..self.axis].iter().product();
+        let inner: usize = out_shape[self.axis + 1..].iter().product();
+        let row = out_shape[self.axis] * inner;
+        let mut col = 0;
+        for v in ins {
+            let w = v.shape[self.axis] * inner;
+            for o in 0..outer {
+                out[o * row + col..o * row + col + w].copy_from_slice(&v.data[o * w..(o + 1) * w]);
+            }
+            col += w;
+        }
+    }
+    fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
+        movement_cost()
+    }
+}
+
+/// Per-axis strided slice; a negative stride walks backwards (reverse).
+/// `begin` is the first index taken, `len` the number of elements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slice {
+    pub begin: Vec<usize>,
+    pub len: Vec<usize>,
+    pub stride: Vec<isize>,
+}
+
+impl Slice {
+    /// numpy-style `begin:end:stride` per axis (None = open end), normalised.
+    pub fn from_ranges(shape: &[usize], ranges: &[(Option<i64>, Option<i64>, i64)]) -> Result<Slice> {
+        if ranges.len() > shape.len() {
+            return Err(Error::shape("slice", format!("{} slice ranges given for a tensor of shape {}", ranges.len(), fmt_shape(shape))));
+        }
+        let (mut begin, mut len, mut stride) = (vec![], vec![], vec![]);
+        for (ax, &d) in shape.iter().enumerate() {
+            let (b, e, s) = ranges.get(ax).copied().unwrap_or((None, None, 1));
+            if s == 0 {
+                return Err(Error::value("slice", format!("step on axis {ax} is 0")));
+            }
+            let d = d as i64;
+            let clampi = |v: i64, lo: i64, hi: i64| v.clamp(lo, hi);
+            let norm = |v: i64| if v < 0 { v + d } else { v };
+            let (b, e) = if s > 0 {
+                (clampi(b.map(norm).unwrap_or(0), 0, d), clampi(e.map(norm).unwrap_or(d), 0, d))
+            } else {
+                (clampi(b.map(norm).unwrap_or(d - 1), -1, d - 1), clampi(e.map(norm).unwrap_or(-1), -1, d - 1))
+            };
+            let n = if s > 0 { (e - b + s - 1).max(0) / s } else { (b - e - s - 1).max(0) / (-s) };
+            if n == 0 {
+                return Err(Error::shape(
+                    "slice",
+                    format!("axis {ax} of {} becomes empty; empty tensors are not supported on the engine", fmt_shape(shape)),
+                ));
+            }
+            begin.push(b.max(0) as usize);
+            len.push(n as usize);
+            stride.push(s as isize);
+        }
+        Ok(Slice { begin, len, stride })
+    }
+}
+
+impl OpDef for Slice {
+    fn name(&self) -> String {
+        "slice".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        super::expect_inputs("slice", inputs, 1)?;
+        let x = inputs[0];
+        if self.begin.len() != x.rank() {
+            return Err(Error::shape("slice", format!("{} axes given for {}", self.begin.len(), fmt_shape(&x.shape))));
+        }
+        for ax in 0..x.rank() {
+            let last = self.begin[ax] as isize + (self.len[ax] as isize - 1) * self.stride[ax];
+            if self.len[ax] == 0 || self.begin[ax] >= x.shape[ax] || last < 0 || last >= x.shape[ax] as isize {
+                return Err(Error::shape("slice", format!("axis {ax}: begin {} len {} stride {} is outside {}", self.begin[ax], self.len[ax], self.stride[ax], fmt_shape(&x.shape))));
+            }
+        }
+        Ok(Fact::new(self.len.clone(), x.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        let st = strides_of(ins[0].shape);
+        let base: isize = self.begin.iter().zip(&st).map(|(&b, &s)| (b * s) as isize).sum();
+        let strides: Vec<isize> = self.stride.iter().zip(&st).map(|(&k, &s)| k * s as isize).collect();
+        copy_strided(ins[0].data, base, &strides, out_shape, out);
+    }
+    fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
+        movement_cost()
+    }
+}
+
+/// numpy `broadcast_to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expand {
+    pub shape: Vec<usize>,
+}
+
+impl OpDef for Expand {
+    fn name(&self) -> String {
+        "broadcast_to".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        super::expect_inputs("broadcast_to", inputs, 1)?;
+        let x = inputs[0];
+        let s = broadcast_shapes("broadcast_to", &x.shape, &self.shape)?;
+        if s != self.shape {
+            return Err(Error::shape("broadcast_to", format!("{} cannot broadcast to {}", fmt_shape(&x.shape), fmt_shape(&self.shape))));
+        }
+        Ok(Fact::new(s, x.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        let strides: Vec<isize> =
+            super::elementwise::broadcast_strides(ins[0].shape, out_shape).into_iter().map(|s| s as isize).collect();
+        copy_strided(ins[0].data, 0, &strides, out_shape, out);
+    }
+    fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
+        movement_cost()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tile {
+    pub reps: Vec<usize>,
+}
+
+impl OpDef for Tile {
+    fn name(&self) -> String {
+        "tile".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        super::expect_inputs("tile", inputs, 1)?;
+        let x = inputs[0];
+        if self.reps.len() != x.rank() || self.reps.contains(&0) {
+            return Err(Error::shape("tile", format!("reps {:?} must give one count >= 1 per axis of {}", self.reps, fmt_shape(&x.shape))));
+        }
+        Ok(Fact::new(x.shape.iter().zip(&self.reps).map(|(a, b)| a * b).collect(), x.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        map_index(ins[0], out, out_shape, |ax, i| Some(i % ins[0].shape[ax]));
+    }
+    fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
+        movement_cost()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PadMode {
+    Constant(f32),
+    Reflect,
+    Replicate,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pad {
+    /// (before, after) per axis.
+    pub pads: Vec<(usize, usize)>,
+    pub mode: PadMode,
+}
+
+impl OpDef for Pad {
+    fn name(&self) -> String {
+        "pad".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        super::expect_inputs("pad", inputs, 1)?;
+        let x = inputs[0];
+        if self.pads.len() != x.rank() {
+            return Err(Error::shape("pad", format!("{} (before, after) pairs given for {}", self.pads.len(), fmt_shape(&x.shape))));
+        }
+        if self.mode == PadMode::Reflect {
+            for (ax, &(a, b)) in self.pads.iter().enumerate() {
+                if a >= x.shape[ax] || b >= x.shape[ax] {
+                    return Err(Error::shape("pad", format!("reflect padding ({a}, {b}) on axis {ax} must be smaller than its size {}", x.shape[ax])));
+                }
+            }
+        }
+        Ok(Fact::new(x.shape.iter().zip(&self.pads).map(|(d, (a, b))| d + a + b).collect(), x.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        let shape = ins[0].shape;
+        let pads = &self.pads;
+        let mode = self.mode;
+        let fill = if let PadMode::Constant(v) = mode { v } else { 0.0 };
+        map_index_fill(ins[0], out, out_shape, fill, |ax, i| {
+            let (b, n) = (pads[ax].0 as isize, shape[ax] as isize);
+            let j = i as isize - b;
+            if (0..n).contains(&j) {
+                return Some(j as usize);
+            }
+            match mode {
+                PadMode::Constant(_) => None,
+                PadMode::Replicate => Some(j.clamp(0, n - 1) as usize),
+                PadMode::Reflect => Some(if j < 0 { -j } else { 2 * (n - 1) - j } as usize),
+            }
+        });
+    }
+    fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
+        movement_cost()
+    }
+}
+
+fn map_index(x: View, out: &mut [f32], out_shape: &[usize], f: impl Fn(usize, usize) -> Option<usize> + Sync) {
+    map_index_fill(x, out, out_shape, 0.0, f)
+}
+
+/// out[idx] = x[f(ax, idx_ax) for each axis], or `fill` where f says None.
+fn map_index_fill(x: View, out: &mut [f32], out_shape: &[usize], fill: f32, f: impl Fn(usize, usize) -> Option<usize> + Sync) {
+    let st = strides_of(x.shape);
+    let r = out_shape.len();
+    let inner = out_shape[r - 1];
+    // Per-axis lookup tables: one small allocation per call for these rare ops.
+    let tables: Vec<Vec<Option<usize>>> = (0..r).map(|ax| (0..out_shape[ax]).map(|i| f(ax, i)).collect()).collect();
+    out.par_chunks_mut(inner).enumerate().for_each(|(ri, o)| {
+        let mut off = 0usize;
+        let mut rem = ri;
+        for k in (0..r - 1).rev() {
+            match tables[k][rem % out_shape[k]] {
+                Some(j) => off += j * st[k],
+                None => {
+                    o.fill(fill);
+                    return;
+                }
+            }
+            rem /= out_shape[k];
+        }
+        for (j, d) in o.iter_mut().enumerate() {
+            *d = match tables[r - 1][j] {
+                Some(i) => x.data[off + i * st[r - 1]],
+                None => fill,
+            };
+        }
+    });
+}
+
+/// Gather along one axis with indices fixed at build time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gather {
+    pub axis: usize,
+    pub indices: Arc<Vec<usize>>,
+    pub indices_shape: Vec<usize>,
+}
+
+impl Gather {
+    /// Normalises negative indices against the axis size and checks bounds.
+    pub fn new(x_shape: &[usize], axis: i64, indices: &[i64], indices_shape: Vec<usize>) -> Result<Gather> {
+        let axis = norm_axis("gather", axis, x_shape.len())?;
+        let n = x_shape[axis] as i64;
+        let mut idx = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let j = if i < 0 { i + n } else { i };
+            if j < 0 || j >= n {
+                return Err(Error::shape("gather", format!("index {i} is out of range for axis {axis} of size {n} in {}", fmt_shape(x_shape))));
+            }
+            idx.push(j as usize);
+        }
+        if indices_shape.iter().product::<usize>() != idx.len() {
+            return Err(Error::shape("gather", format!("{} indices do not fill shape {}", idx.len(), fmt_shape(&indices_shape))));
+        }
+        Ok(Gather { axis, indices: Arc::new(idx), indices_shape })
+    }
+}
+
+impl OpDef for Gather {
+    fn name(&self) -> String {
+        "gather".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        super::expect_inputs("gather", inputs, 1)?;
+        let x = inputs[0];
+        norm_axis("gather", self.axis as i64, x.rank())?;
+        if let Some(&m) = self.indices.iter().max() {
+            if m >= x.shape[self.axis] {
+                return Err(Error::shape("gather", format!("index {m} is out of range for axis {} of {}", self.axis, fmt_shape(&x.shape))));
+            }
+        }
+        let mut shape = x.shape[..self.axis].to_vec();
+        shape.extend(&self.indices_shape);
+        shape.extend(&x.shape[self.axis + 1..]);
+        Ok(Fact::new(shape, x.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        let x = ins[0];
+        let outer: usize = x.shape[..self.axis].iter().product();
+        let inner: usize = x.shape[self.axis + 1..].iter().product();
+        let n = x.shape[self.axis];
+        let k = self.indices.len();
+        for o in 0..outer {
+            for (j, &i) in self.indices.iter().enumerate() {
+                out[(o * k + j) * inner..(o * k + j + 1) * inner]
+                    .copy_from_slice(&x.data[(o * n + i) * inner..(o * n + i + 1) * inner]);
+            }
+        }
+    }
+    fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
+        movement_cost()
+    }
+}
