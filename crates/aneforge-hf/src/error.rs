@@ -17,7 +17,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A file the loader needs is absent; `what` says why it was wanted.
-    #[error("{}: file not found ({what})", path.display())]
+    #[error("{}: not found; {what}", path.display())]
     MissingFile {
         /// The path that was looked for.
         path: PathBuf,
@@ -152,7 +152,7 @@ impl Error {
         if source.kind() == std::io::ErrorKind::NotFound {
             Error::MissingFile {
                 path,
-                what: source.to_string(),
+                what: format!("{source}"),
             }
         } else {
             Error::Io { path, source }

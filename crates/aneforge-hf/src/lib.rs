@@ -71,7 +71,7 @@ impl ModelFolder {
         if !root.is_dir() {
             return Err(Error::MissingFile {
                 path: root,
-                what: "expected a Hugging Face model folder (config.json, model.safetensors, tokenizer.json)".into(),
+                what: "expected a Hugging Face model folder holding config.json, model.safetensors and tokenizer.json".into(),
             });
         }
         let mut sentence = SentenceConfig::from_folder(&root)?;

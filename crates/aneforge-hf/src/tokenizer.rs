@@ -108,7 +108,7 @@ impl Tokenizer {
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::MissingFile {
                 path: path.to_path_buf(),
-                what: "the tokenizer (only tokenizer.json, the fast-tokenizer format, is read)"
+                what: "needed for the tokenizer; only tokenizer.json (the fast-tokenizer format) is read, not vocab.txt"
                     .into(),
             },
             _ => Error::Io {

@@ -96,7 +96,7 @@ impl Weights {
         }
         Err(Error::MissingFile {
             path: single,
-            what: "the model weights (model.safetensors or model.safetensors.index.json)".into(),
+            what: "needed for the model weights (model.safetensors, or model.safetensors.index.json with its shards)".into(),
         })
     }
 
