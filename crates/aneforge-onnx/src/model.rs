@@ -244,3 +244,104 @@ fn value_info_to_input(v: &ValueInfoProto) -> GraphInput {
         });
     GraphInput { name: v.name.clone(), dtype, dims }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::ModelBuilder;
+    use crate::proto::tensor_proto::DataLocation;
+    use crate::proto::StringStringEntryProto;
+
+    fn tiny(opset: i64) -> ModelBuilder {
+        ModelBuilder::new(opset)
+            .input("x", DType::F32, &[1, 4])
+            .initializer("w", &Array::from_f32s(vec![1.0, 2.0, 3.0, 4.0]))
+            .op("Mul", &["x", "w"], &["y"])
+            .output("y")
+    }
+
+    #[test]
+    fn round_trips_through_bytes_and_reports_basics() {
+        let m = OnnxModel::from_bytes(tiny(17).to_bytes(), "tiny.onnx").expect("parses");
+        assert_eq!(m.opset(), 17);
+        assert_eq!(m.check_opset().expect("in range"), 17);
+        assert_eq!(m.producer(), "aneforge-test");
+        assert_eq!(m.nodes().len(), 1);
+        assert_eq!(m.output_names(), ["y"]);
+        assert_eq!(m.inputs()[0].static_shape(), Some(vec![1, 4]));
+        assert_eq!(m.initializer("w").expect("present").expect("decodes").to_f32_vec(), [1.0, 2.0, 3.0, 4.0]);
+        assert!(m.initializer("nope").is_none());
+        assert_eq!(m.initializers().expect("all decode").len(), 1);
+        m.check_references().expect("complete graph");
+    }
+
+    #[test]
+    fn every_truncation_and_garbage_is_an_error_naming_the_file() {
+        let bytes = tiny(17).to_bytes();
+        for cut in 0..bytes.len() {
+            let e = OnnxModel::from_bytes(bytes[..cut].to_vec(), "cut.onnx").expect_err("a strict prefix must not load");
+            assert!(e.to_string().contains("cut.onnx"), "cut at {cut}: {e}");
+        }
+        let mut noisy = bytes.clone();
+        for (i, b) in noisy.iter_mut().enumerate() {
+            *b ^= (i as u8).wrapping_mul(37) | 1;
+        }
+        // Whatever the flipped bytes decode to, loading must not panic.
+        let _ = OnnxModel::from_bytes(noisy, "noisy.onnx");
+        let e = OnnxModel::from_bytes(b"PK\x03\x04 this is a zip, not onnx".to_vec(), "model.pt").expect_err("zip");
+        assert!(e.to_string().contains("model.pt"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_an_io_error_with_the_path() {
+        let e = OnnxModel::load("/nonexistent/dir/m.onnx").expect_err("missing");
+        assert!(matches!(e, OnnxError::Io { .. }));
+        assert!(e.to_string().contains("/nonexistent/dir/m.onnx"), "{e}");
+    }
+
+    #[test]
+    fn opsets_outside_13_to_21_are_refused_with_advice() {
+        for opset in [11, 12, 22] {
+            let m = OnnxModel::from_bytes(tiny(opset).to_bytes(), "old.onnx").expect("still parses");
+            assert!(!m.opset_supported());
+            let e = m.check_opset().expect_err("refused");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("opset {opset}")) && msg.contains("13 to 21") && msg.contains("old.onnx"), "{msg}");
+        }
+        for opset in [13, 18, 21] {
+            assert!(OnnxModel::from_bytes(tiny(opset).to_bytes(), "ok.onnx").expect("parses").opset_supported());
+        }
+        let mut proto = tiny(17).build();
+        proto.opset_import[0].domain = "com.microsoft".into();
+        let e = OnnxModel::from_proto(proto, "noopset.onnx").expect_err("no default opset");
+        assert!(e.to_string().contains("ai.onnx"), "{e}");
+    }
+
+    #[test]
+    fn external_data_and_dangling_references_are_named() {
+        let mut proto = tiny(17).build();
+        let t = &mut proto.graph.as_mut().expect("graph").initializer[0];
+        t.raw_data = Default::default();
+        t.data_location = DataLocation::External as i32;
+        t.external_data.push(StringStringEntryProto { key: "location".into(), value: "w.bin".into() });
+        let m = OnnxModel::from_proto(proto, "ext.onnx").expect("parses");
+        let e = m.initializers().expect_err("external");
+        assert!(e.to_string().contains("\"w\"") && e.to_string().contains("w.bin"), "{e}");
+
+        let mut proto = tiny(17).build();
+        proto.graph.as_mut().expect("graph").initializer.clear();
+        let m = OnnxModel::from_proto(proto, "stripped.onnx").expect("parses");
+        let e = m.check_references().expect_err("w is gone");
+        assert!(e.to_string().contains("\"w\"") && e.to_string().contains("stripped.onnx"), "{e}");
+    }
+
+    #[test]
+    fn symbolic_dims_are_reported_not_guessed() {
+        let m = ModelBuilder::new(17).input_dims("ids", DType::I64, &[None, Some(128)]).output("ids").build();
+        let m = OnnxModel::from_proto(m, "sym.onnx").expect("parses");
+        let input = &m.inputs()[0];
+        assert_eq!(input.dims, Some(vec![None, Some(128)]));
+        assert_eq!(input.static_shape(), None);
+        assert_eq!(input.dtype, Some(DType::I64));
+    }
+}
