@@ -441,16 +441,23 @@ pub fn format_report(rows: &[CalibrationRow]) -> String {
     s
 }
 
-/// Sum of squared log-errors over the points the fit may see.
-fn loss(p: &EstimatorParams) -> f64 {
+/// Sum of squared log-errors over the points the fit may see, minus the
+/// point at index `skip` (for leave-one-out).
+fn loss_without(p: &EstimatorParams, skip: Option<usize>) -> f64 {
     calibration_points()
         .iter()
-        .filter(|pt| !pt.held_out)
-        .map(|pt| match predict(pt, p) {
+        .enumerate()
+        .filter(|(i, pt)| !pt.held_out && Some(*i) != skip)
+        .map(|(_, pt)| match predict(pt, p) {
             Ok((_, ms)) => (ms / pt.ms).ln().powi(2),
             Err(_) => f64::INFINITY,
         })
         .sum()
+}
+
+#[cfg(test)]
+fn loss(p: &EstimatorParams) -> f64 {
+    loss_without(p, None)
 }
 
 /// Names, getters and bounds of the fitted constants; the rest stay fixed.
@@ -466,8 +473,12 @@ const KNOBS: [Knob; 4] = [
 /// search in log space (a handful of parameters; no solver dependency),
 /// starting from `start`. Returns the fitted constants and their loss.
 pub fn fit(start: EstimatorParams) -> (EstimatorParams, f64) {
+    fit_without(start, None)
+}
+
+fn fit_without(start: EstimatorParams, skip: Option<usize>) -> (EstimatorParams, f64) {
     let mut best = start;
-    let mut best_loss = loss(&best);
+    let mut best_loss = loss_without(&best, skip);
     let mut step = 0.5_f64;
     while step > 1e-4 {
         let mut improved = false;
@@ -478,7 +489,7 @@ pub fn fit(start: EstimatorParams) -> (EstimatorParams, f64) {
                 // overhead may be zero: move it additively around zero
                 let moved = if *v == 0.0 { step * dir } else { *v * dir };
                 *v = moved.clamp(lo, hi);
-                let l = loss(&cand);
+                let l = loss_without(&cand, skip);
                 if l < best_loss {
                     best = cand;
                     best_loss = l;
@@ -491,6 +502,24 @@ pub fn fit(start: EstimatorParams) -> (EstimatorParams, f64) {
         }
     }
     (best, best_loss)
+}
+
+/// A harsher honesty check than the held-out points: every fitted point is
+/// predicted by a fit made without it (leave-one-out); held-out points are
+/// predicted by the full fit as in [`calibration_report`].
+pub fn leave_one_out_report() -> Result<Vec<CalibrationRow>, TargetError> {
+    let mut rows = calibration_report()?;
+    for (i, pt) in calibration_points().iter().enumerate() {
+        if pt.held_out {
+            continue;
+        }
+        let (p, _) = fit_without(EstimatorParams::calibrated(), Some(i));
+        let (_, ms) = predict(pt, &p)?;
+        rows[i].predicted_ms = ms;
+        rows[i].error_pct = (ms - pt.ms) / pt.ms * 100.0;
+        rows[i].held_out = true;
+    }
+    Ok(rows)
 }
 
 /// The names of the fitted constants, in the order [`fit`] moves them.

@@ -155,6 +155,110 @@ impl Target {
     }
 }
 
+/// Which shape limit a tensor or kernel broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// More than `max_rank` axes.
+    Rank,
+    /// A spatial / contraction axis longer than `max_axis`.
+    Axis,
+    /// A channel axis longer than `max_channels`.
+    Channels,
+    /// A conv kernel wider than `max_conv_kernel_width`.
+    ConvKernelWidth,
+}
+
+/// One broken limit, with what the validator needs for its message: the
+/// value, the limit, the first family that would accept it and a rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitViolation {
+    /// Which limit.
+    pub kind: LimitKind,
+    /// The offending axis index, for axis and channel limits.
+    pub axis: Option<usize>,
+    /// The offending value (length, rank or width).
+    pub value: u64,
+    /// The target's limit.
+    pub max: u64,
+    /// First family that accepts the value, if any does.
+    pub first_family: Option<String>,
+    /// How to get under the limit (tiling, splitting, merging axes).
+    pub hint: String,
+}
+
+impl Target {
+    /// Every limit a tensor shape breaks on this target, all at once, so the
+    /// validator can report a graph's violations in one pass. `channel_axis`
+    /// is checked against the channel limit; every other axis against the
+    /// spatial / contraction limit.
+    pub fn check_shape(&self, shape: &[u64], channel_axis: Option<usize>) -> Vec<LimitViolation> {
+        let mut out = Vec::new();
+        if !self.rank_ok(shape.len()) {
+            out.push(LimitViolation {
+                kind: LimitKind::Rank,
+                axis: None,
+                value: shape.len() as u64,
+                max: self.max_rank as u64,
+                first_family: None,
+                hint: format!(
+                    "merge adjacent axes with a reshape to reach rank {}",
+                    self.max_rank
+                ),
+            });
+        }
+        for (i, &len) in shape.iter().enumerate() {
+            if Some(i) == channel_axis {
+                if !self.channels_ok(len) {
+                    out.push(LimitViolation {
+                        kind: LimitKind::Channels,
+                        axis: Some(i),
+                        value: len,
+                        max: self.max_channels,
+                        first_family: None,
+                        hint: format!(
+                            "split the channel axis into {} groups of at most {} and concatenate",
+                            len.div_ceil(self.max_channels),
+                            self.max_channels
+                        ),
+                    });
+                }
+            } else if !self.axis_ok(len) {
+                out.push(LimitViolation {
+                    kind: LimitKind::Axis,
+                    axis: Some(i),
+                    value: len,
+                    max: self.max_axis,
+                    first_family: first_family_for_axis(len),
+                    hint: format!(
+                        "tile axis {i} into {} pieces of at most {} (the validator can do this)",
+                        len.div_ceil(self.max_axis),
+                        self.max_axis
+                    ),
+                });
+            }
+        }
+        out
+    }
+
+    /// The violation, if a conv kernel of width `kw` is too wide here.
+    pub fn check_conv_kernel_width(&self, kw: u64) -> Option<LimitViolation> {
+        if self.conv_kernel_width_ok(kw) {
+            return None;
+        }
+        Some(LimitViolation {
+            kind: LimitKind::ConvKernelWidth,
+            axis: None,
+            value: kw,
+            max: self.max_conv_kernel_width,
+            first_family: first_family_for_conv_kernel_width(kw),
+            hint: format!(
+                "split the kernel into pieces at most {} wide, convolve each on a shifted input and add",
+                self.max_conv_kernel_width
+            ),
+        })
+    }
+}
+
 /// The first mainline family (H13..H18) whose limit admits an axis of `len`,
 /// so "axis 20000" can say "first supported on H16". None if no family does.
 pub fn first_family_for_axis(len: u64) -> Option<String> {
@@ -290,5 +394,38 @@ mod tests {
             assert!(tg.rank_ok(5) && !tg.rank_ok(6));
             assert!(tg.channels_ok(65536) && !tg.channels_ok(65537));
         }
+    }
+
+    #[test]
+    fn check_shape_reports_every_violation_at_once() {
+        let v = t("h15").check_shape(&[1, 70000, 1, 20000, 3, 2], Some(1));
+        let kinds: Vec<LimitKind> = v.iter().map(|x| x.kind).collect();
+        assert_eq!(
+            kinds,
+            [LimitKind::Rank, LimitKind::Channels, LimitKind::Axis]
+        );
+        assert_eq!(v[2].axis, Some(3));
+        assert_eq!(v[2].first_family.as_deref(), Some("H16"));
+        assert!(v[2].hint.contains("tile"));
+        assert!(t("h16")
+            .check_shape(&[1, 512, 1, 20000], Some(1))
+            .is_empty());
+    }
+
+    #[test]
+    fn check_conv_kernel_width_names_the_first_family() {
+        let v = t("h13")
+            .check_conv_kernel_width(14)
+            .expect("too wide on h13");
+        assert_eq!(v.first_family.as_deref(), Some("H16"));
+        assert_eq!(v.max, 13);
+        assert!(t("h16").check_conv_kernel_width(14).is_none());
+        assert_eq!(
+            t("h18")
+                .check_conv_kernel_width(16)
+                .expect("too wide")
+                .first_family,
+            None
+        );
     }
 }

@@ -32,7 +32,8 @@ mod table;
 pub use breaker::{reset_compile_breaker, BreakerConfig, CompileBreaker, Gate};
 pub use calibration::{calibration_report, format_report, CalibrationRow};
 pub use capability::{
-    first_family_for_axis, first_family_for_conv_kernel_width, Capability, Limits,
+    first_family_for_axis, first_family_for_conv_kernel_width, Capability, LimitKind,
+    LimitViolation, Limits,
 };
 pub use detect::{detect_family, resolve as resolve_target, target_for_brand, TARGET_ENV};
 pub use error::TargetError;
@@ -42,6 +43,6 @@ pub use estimate::{
 };
 pub use peak::{peak_of, project_peak, Peak};
 pub use table::{
-    calibration_points, chip, chip_profile, chips, lookup, targets, valid_names, CalibrationPoint,
-    Chip, Target,
+    calibration_points, chip, chip_profile, chips, lookup, profile, targets, valid_names,
+    CalibrationPoint, Chip, Target,
 };

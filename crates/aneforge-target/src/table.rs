@@ -344,6 +344,16 @@ pub fn chip_profile(chip_name: &str) -> Result<Target, TargetError> {
     })
 }
 
+/// What the estimator should use for a name the user gave: a target name
+/// (any case) gives its row; otherwise a chip name (`"M5 Pro"`, `"a16"`) gives
+/// its chip profile. Anything else is refused like an unknown target.
+pub fn profile(name: &str) -> Result<Target, TargetError> {
+    match lookup(name) {
+        Ok(t) => Ok(t.clone()),
+        Err(e) => chip_profile(name).map_err(|_| e),
+    }
+}
+
 fn squash(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_whitespace() && *c != '-' && *c != '_')
@@ -375,8 +385,8 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -556,6 +566,19 @@ mod tests {
         assert!(matches!(
             chip_profile("M99"),
             Err(TargetError::UnknownChip { .. })
+        ));
+    }
+
+    #[test]
+    fn profile_takes_targets_or_chips() {
+        assert_eq!(profile("h16s").expect("t").chip, None);
+        assert_eq!(
+            profile("M5 Pro").expect("c").chip.as_deref(),
+            Some("M5 Pro")
+        );
+        assert!(matches!(
+            profile("m77"),
+            Err(TargetError::UnknownTarget { .. })
         ));
     }
 }
