@@ -17,11 +17,15 @@
 //! latency = (cuts + 1) × dispatch floor + Σ t_op + program I/O / activation rate
 //! ```
 //!
-//! * `util(kind)` separates convolutions (which the engine runs near its
-//!   roof inside a chain) from matmuls (~3× slower than the same 1×1 conv,
-//!   research/ane-performance.md §5) and from depthwise convs.
-//! * For convs, utilisation rises from "a single op reaches ~30% of peak" to
-//!   the fitted chain value for chains of 16+ compute ops.
+//! * `util(kind, n)` separates convolutions, which the engine runs near its
+//!   roof inside a chain, from weight matmuls (~3× slower than the same 1×1
+//!   conv, research/ane-performance.md §5, and flat with chain length: ViT-B/16
+//!   on M5 Pro stays near 10% of peak) and from low-reuse kernels (depthwise
+//!   convs, activation × activation matmuls).
+//! * For convs, utilisation rises linearly from "a single op reaches ~30% of
+//!   peak" to the fitted chain value at 16 compute ops [MX P2][OR].
+//! * Weight streaming, compute and activation traffic of one op overlap (the
+//!   max); ops follow one another (the sum), each paying a small fixed cost.
 //! * The spill cliff: an op whose activations (in + out) exceed the on-chip
 //!   buffer (2.3 MB on M1, 4.72 MB on M5) moves them through DRAM.
 //! * A fused program pays the dispatch floor once; each graph cut adds one.
@@ -177,13 +181,14 @@ impl Estimate {
 /// by [`crate::calibration::fit`]; the calibration report shows their error.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EstimatorParams {
-    /// Fraction of peak a conv reaches inside a long chain.
+    /// Fraction of peak a conv reaches inside a chain of 16+ compute ops (fitted).
     pub util_conv: f64,
-    /// Fraction of peak a weight matmul reaches inside a long chain.
+    /// Fraction of peak a matmul with a baked weight reaches, any chain (fitted).
     pub util_matmul: f64,
-    /// Fraction of peak a depthwise conv or activation-activation matmul reaches.
+    /// Fraction of peak a depthwise conv or activation × activation matmul
+    /// reaches (fitted).
     pub util_low_reuse: f64,
-    /// Fixed cost of each op inside a program, microseconds.
+    /// Fixed cost of each op inside a program, microseconds (fitted).
     pub op_overhead_us: f64,
     /// On-chip buffer bytes per engine cycle for elementwise-like ops whose
     /// operands stay on chip (fixed: 64 banks × 16 B interleave [EY]).
@@ -198,7 +203,9 @@ impl EstimatorParams {
     /// The calibrated constants (see `calibration_report()` for their error).
     pub const fn calibrated() -> Self {
         EstimatorParams {
-            // Fitted (calibration::fit, 5 points in, 4 held out); rounded.
+            // Fitted by calibration::fit on the 5 non-held-out points (4 held
+            // out), rounded. util_conv sits on its physical bound of 1.0:
+            // ResNet-18 would like more, which is Winograd on its 3×3 convs.
             util_conv: 1.0,
             util_matmul: 0.138,
             util_low_reuse: 0.0146,
