@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""ANEForge sim vs ONNX Runtime on the reference models (issue 5, point 5).
+
+Prints, in one run, for ResNet-18 and ViT-B/16 at batch 1:
+
+* median latency of ONNX Runtime (CPU, 2 intra-op threads) and of the
+  ANEForge sim, and their ratio (sim / ORT; goals: ResNet-18 <= 1.0,
+  ViT-B/16 <= 1.2);
+* ANEForge import+compile time: ONNX file -> Net, and ONNX file -> MIL text
+  + weight blob written (goal: ResNet-18 under 100 ms).
+
+    python benches/onnx_models.py                 # both models, 20 timed runs each
+    python benches/onnx_models.py --runs 50 --models resnet18
+    python benches/onnx_models.py --json out.json
+
+Models are materialized (weights refilled by shared/models/materialize.py)
+into a temp dir first; that time is not measured. Needs numpy, onnx and
+onnxruntime; the ANEForge columns read "n/a" until the hook below is filled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+# Same model location, ORT configuration, inputs and timing loop as the
+# fidelity tests, so both speak of the same reference.
+from onnx_models import (  # noqa: E402
+    MODEL_NAMES,
+    ORT_THREADS,
+    fixed_inputs,
+    materialize,
+    median_latency,
+    ort_run,
+    ort_session,
+)
+
+#: sim / ORT latency the issue asks for, per model.
+RATIO_GOALS = {"resnet18": 1.0, "vit_b_16": 1.2}
+#: ONNX -> MIL + blob budget in seconds, per model (issue 5 sets one for ResNet-18).
+COMPILE_GOALS = {"resnet18": 0.100}
+
+
+# ============================================================================
+# HOOK: ANEForge sim timing.  Fill this in once `af.load_onnx` exists.
+#
+# Return None while ANEForge cannot import ONNX (the report then says "n/a"),
+# otherwise a dict with any of these keys, all in seconds:
+#   "import_s"      ONNX file -> compiled Net (af.load_onnx), median of a few
+#   "compile_mil_s" ONNX file -> MIL text + weight blob written to a temp dir
+#   "median_s"      median latency of one sim call on `feed`
+#   "samples_s"     the raw latency samples (optional)
+# Keep the model, the feed and the run/warmup counts exactly as given so the
+# numbers are comparable with the ORT column.
+# ============================================================================
+def aneforge_timings(path: Path, feed: dict, runs: int, warmup: int):
+    try:
+        import aneforge as af
+    except ImportError:
+        return None
+    if not hasattr(af, "load_onnx"):
+        return None
+    # TODO(issue 5): time the real thing, e.g.
+    #   t0 = time.perf_counter(); net = af.load_onnx(str(path)); import_s = time.perf_counter() - t0
+    #   with tempfile.TemporaryDirectory() as d:
+    #       t0 = time.perf_counter(); <compile to MIL + blob into d>; compile_mil_s = time.perf_counter() - t0
+    #   median_s, samples = median_latency(lambda: net(**feed), runs, warmup)
+    #   return {"import_s": import_s, "compile_mil_s": compile_mil_s, "median_s": median_s, "samples_s": samples}
+    return None
+
+
+def bench_model(name: str, workdir: Path, runs: int, warmup: int, threads: int) -> dict:
+    path = materialize(name, workdir)
+    session = ort_session(path, threads=threads)
+    feed = fixed_inputs(session, count=1, seed=0)[0]
+    ort_median, ort_samples = median_latency(lambda: ort_run(session, feed), runs, warmup)
+    row = {
+        "model": name,
+        "ort_threads": threads,
+        "runs": runs,
+        "ort_median_s": ort_median,
+        "ort_samples_s": ort_samples,
+    }
+    sim = aneforge_timings(path, feed, runs, warmup)
+    if sim:
+        row.update({"sim_" + k: v for k, v in sim.items()})
+        if sim.get("median_s"):
+            row["ratio"] = sim["median_s"] / ort_median
+    return row
+
+
+def fmt_ms(seconds) -> str:
+    return "n/a" if seconds is None else "%.2f ms" % (seconds * 1e3)
+
+
+def report(rows) -> str:
+    head = ("model", "ORT median", "sim median", "sim/ORT", "goal", "import->Net", "->MIL+blob")
+    lines = [head]
+    for r in rows:
+        ratio = r.get("ratio")
+        goal = RATIO_GOALS.get(r["model"])
+        verdict = "" if ratio is None or goal is None else (" ok" if ratio <= goal else " MISS")
+        compile_goal = COMPILE_GOALS.get(r["model"])
+        mil = r.get("sim_compile_mil_s")
+        mil_txt = fmt_ms(mil)
+        if mil is not None and compile_goal is not None:
+            mil_txt += " (goal <%d ms%s)" % (compile_goal * 1e3, "" if mil < compile_goal else ", MISS")
+        lines.append((
+            r["model"],
+            fmt_ms(r["ort_median_s"]),
+            fmt_ms(r.get("sim_median_s")),
+            "n/a" if ratio is None else "%.2fx%s" % (ratio, verdict),
+            "-" if goal is None else "<= %.1fx" % goal,
+            fmt_ms(r.get("sim_import_s")),
+            mil_txt,
+        ))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated: %s" % ", ".join(MODEL_NAMES))
+    ap.add_argument("--runs", type=int, default=20, help="timed runs per model (median reported)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    ap.add_argument("--threads", type=int, default=ORT_THREADS, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--json", metavar="FILE", help="also write the raw numbers as JSON")
+    args = ap.parse_args(argv)
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown:
+        ap.error("unknown model(s): %s" % ", ".join(unknown))
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="aneforge-bench-") as tmp:
+        for name in names:
+            t0 = time.perf_counter()
+            rows.append(bench_model(name, Path(tmp), args.runs, args.warmup, args.threads))
+            print("%s done in %.1f s" % (name, time.perf_counter() - t0), file=sys.stderr)
+
+    print("batch 1, ONNX Runtime CPU with %d intra-op threads, median of %d runs" % (args.threads, args.runs))
+    print(report(rows))
+    if not any("sim_median_s" in r for r in rows):
+        print("(ANEForge columns are n/a until aneforge_timings() in this file is filled in)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
