@@ -23,7 +23,12 @@ mod fixtures;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["packages", out] => packages(Path::new(out)),
         ["blobs", spec, out] => blobs(Path::new(spec), Path::new(out)),
         _ => Err("usage: mil_fixtures packages OUT_DIR | blobs SPEC.json OUT.bin".into()),
@@ -100,7 +105,8 @@ fn blobs(spec: &Path, out: &Path) -> Res<()> {
     let mut offsets = Vec::new();
     for (i, b) in list.iter().enumerate() {
         let dtype_name = b["dtype"].as_str().ok_or(format!("blob {i}: no dtype"))?;
-        let dtype = DType::from_mil_name(dtype_name).ok_or(format!("blob {i}: unknown dtype {dtype_name}"))?;
+        let dtype = DType::from_mil_name(dtype_name)
+            .ok_or(format!("blob {i}: unknown dtype {dtype_name}"))?;
         let shape: Vec<usize> = b["shape"]
             .as_array()
             .ok_or(format!("blob {i}: no shape"))?

@@ -88,7 +88,8 @@ impl BlobWriter {
         self.buf.resize(meta as usize, 0);
         self.buf.extend_from_slice(&SENTINEL.to_le_bytes());
         self.buf.extend_from_slice(&code.to_le_bytes());
-        self.buf.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(payload.len() as u64).to_le_bytes());
         self.buf.extend_from_slice(&data.to_le_bytes());
         self.buf.extend_from_slice(&padding_bits.to_le_bytes());
         self.buf.extend_from_slice(&[0u8; 32]);
@@ -246,7 +247,10 @@ mod tests {
         assert_eq!(&f[64..72], &[0xEF, 0xBE, 0xAD, 0xDE, 2, 0, 0, 0]);
         assert_eq!(u64_at(&f, 72), 12);
         assert_eq!(u64_at(&f, 80), 128);
-        assert_eq!(&f[128..140], &[0, 0, 0x80, 0x3f, 0, 0, 0, 0x40, 0, 0, 0, 0xbf]);
+        assert_eq!(
+            &f[128..140],
+            &[0, 0, 0x80, 0x3f, 0, 0, 0, 0x40, 0, 0, 0, 0xbf]
+        );
         assert_eq!(u64_at(&f, 192 + 8), 3);
         assert_eq!(u64_at(&f, 192 + 24), 4, "uint4 x5 leaves 4 padding bits");
         assert_eq!(&f[256..259], &[0x21, 0x43, 0x05]);

@@ -381,7 +381,9 @@ impl Program {
                     check_ident(param, &format!("{at}: parameter"))?;
                     if let Argument::Tuple(v) = arg {
                         if v.is_empty() {
-                            return Err(Error::invalid(format!("{at}: `{param}` is an empty tuple")));
+                            return Err(Error::invalid(format!(
+                                "{at}: `{param}` is an empty tuple"
+                            )));
                         }
                     }
                     for b in arg.bindings() {
@@ -393,7 +395,9 @@ impl Program {
                                     )));
                                 }
                             }
-                            Binding::Value(v) => self.check_value(v, &format!("{at}: `{param}`"))?,
+                            Binding::Value(v) => {
+                                self.check_value(v, &format!("{at}: `{param}`"))?
+                            }
                         }
                     }
                 }
@@ -497,5 +501,106 @@ fn check_ident(s: &str, what: &str) -> Result<()> {
         Err(Error::invalid(format!(
             "{what} `{s}` is not a MIL identifier ([A-Za-z_][A-Za-z0-9_@]*)"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp16(shape: &[usize]) -> TensorType {
+        TensorType::new(DType::Fp16, shape)
+    }
+
+    fn relu_program() -> Program {
+        let mut f = Function::new();
+        let x = f.input("x", fp16(&[2]));
+        f.op(
+            "relu",
+            [("x", Argument::name(x))],
+            NamedType::new("y", fp16(&[2])),
+        );
+        f.output("y");
+        Program::with_main(Opset::Ios18, f)
+    }
+
+    fn err_of(p: &Program) -> String {
+        p.validate().expect_err("should be invalid").to_string()
+    }
+
+    #[test]
+    fn a_well_formed_program_validates() {
+        relu_program().validate().expect("valid");
+    }
+
+    #[test]
+    fn use_before_definition_is_named() {
+        let mut p = relu_program();
+        let f = p.functions.get_mut("main").expect("main");
+        f.ops[0].inputs.insert("x".into(), Argument::name("later"));
+        assert!(err_of(&p).contains("`later`, which is not defined before it"));
+    }
+
+    #[test]
+    fn duplicate_ssa_names_are_rejected() {
+        let mut p = relu_program();
+        let f = p.functions.get_mut("main").expect("main");
+        f.op(
+            "relu",
+            [("x", Argument::name("y"))],
+            NamedType::new("x", fp16(&[2])),
+        );
+        assert!(err_of(&p).contains("defined more than once"));
+    }
+
+    #[test]
+    fn names_must_be_mil_identifiers() {
+        let mut p = relu_program();
+        p.functions.get_mut("main").expect("main").outputs = vec!["y".into()];
+        p.functions.get_mut("main").expect("main").ops[0].outputs[0].name = "1y".into();
+        assert!(err_of(&p).contains("not a MIL identifier"));
+    }
+
+    #[test]
+    fn const_val_must_match_its_declared_type() {
+        let mut p = relu_program();
+        let f = p.functions.get_mut("main").expect("main");
+        let mut c = Operation::constant("c", Tensor::scalar_int32(1).into());
+        c.outputs[0].ty = fp16(&[]);
+        f.ops.insert(0, c);
+        assert!(err_of(&p).contains("val is tensor<int32, []>"));
+    }
+
+    #[test]
+    fn attributes_only_on_const_and_constexpr() {
+        let mut p = relu_program();
+        let f = p.functions.get_mut("main").expect("main");
+        f.ops[0]
+            .attributes
+            .insert("alpha".into(), Tensor::scalar_fp32(1.0).into());
+        assert!(err_of(&p).contains("attribute `alpha` on a non-const op"));
+    }
+
+    #[test]
+    fn blob_references_are_checked() {
+        let mut p = relu_program();
+        let v = p
+            .add_blob(Tensor::fp32([2], vec![1.0, 2.0]).expect("t"))
+            .expect("blob");
+        let bad = Value::Blob {
+            id: BlobId(5),
+            ty: v.ty().clone(),
+        };
+        let f = p.functions.get_mut("main").expect("main");
+        f.constant("w", bad);
+        assert!(err_of(&p).contains("blob #5 is not in the program"));
+        assert!(p.add_blob(Tensor::scalar_string("s")).is_err());
+    }
+
+    #[test]
+    fn outputs_must_exist() {
+        let mut p = relu_program();
+        p.functions.get_mut("main").expect("main").output("nope");
+        assert!(err_of(&p).contains("output `nope`"));
     }
 }

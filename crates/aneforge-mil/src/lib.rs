@@ -35,6 +35,7 @@ pub mod types;
 /// prost bindings generated from coremltools' `mlmodel/format/*.proto` by
 /// `gen/` (committed; regenerate with
 /// `cargo run --manifest-path crates/aneforge-mil/gen/Cargo.toml`).
+#[rustfmt::skip]
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub mod proto;
 

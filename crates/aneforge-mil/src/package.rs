@@ -7,7 +7,7 @@
 //! `specificationVersion`, and a model description mirroring `main`'s
 //! signature.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use prost::Message as _;
@@ -41,13 +41,16 @@ pub fn to_model_proto(
     let lower = Lowerer { locations };
 
     let opset = program.opset.proto_name().to_string();
-    let mut functions = HashMap::new();
+    let mut functions = BTreeMap::new();
     for (name, f) in &program.functions {
         functions.insert(name.clone(), lower.function(f, &opset)?);
     }
-    let mut attributes = HashMap::new();
+    let mut attributes = BTreeMap::new();
     if !program.build_info.is_empty() {
-        attributes.insert("buildInfo".to_string(), build_info_value(&program.build_info));
+        attributes.insert(
+            "buildInfo".to_string(),
+            build_info_value(&program.build_info),
+        );
     }
     let ml_program = mil::Program {
         version: 1,
@@ -118,7 +121,10 @@ pub fn write_mlpackage(program: &Program, path: &Path, opts: &PackageOptions) ->
     }
     let model_id = uuid_from(&model_bytes, 0x6d6f_6465_6c00_0001);
     let weights_id = uuid_from(&model_bytes, 0x7765_6967_6874_0002);
-    write_file(&path.join("Manifest.json"), manifest(&model_id, &weights_id).as_bytes())
+    write_file(
+        &path.join("Manifest.json"),
+        manifest(&model_id, &weights_id).as_bytes(),
+    )
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -204,11 +210,13 @@ fn feature(name: &str, ty: &TensorType, spec_version: i32) -> Result<spec::Featu
         short_description: String::new(),
         r#type: Some(spec::FeatureType {
             is_optional: false,
-            r#type: Some(spec::feature_type::Type::MultiArrayType(spec::ArrayFeatureType {
-                shape,
-                data_type: data_type as i32,
-                ..Default::default()
-            })),
+            r#type: Some(spec::feature_type::Type::MultiArrayType(
+                spec::ArrayFeatureType {
+                    shape,
+                    data_type: data_type as i32,
+                    ..Default::default()
+                },
+            )),
         }),
     })
 }
@@ -219,11 +227,7 @@ struct Lowerer<'a> {
 
 impl Lowerer<'_> {
     fn function(&self, f: &Function, opset: &str) -> Result<mil::Function> {
-        let inputs = f
-            .inputs
-            .iter()
-            .map(|i| named(&i.name, &i.ty))
-            .collect();
+        let inputs = f.inputs.iter().map(|i| named(&i.name, &i.ty)).collect();
         let mut operations = Vec::with_capacity(f.ops.len());
         for op in &f.ops {
             operations.push(self.operation(op)?);
@@ -232,26 +236,31 @@ impl Lowerer<'_> {
             inputs: Vec::new(),
             outputs: f.outputs.clone(),
             operations,
-            attributes: HashMap::new(),
+            attributes: BTreeMap::new(),
         };
         Ok(mil::Function {
             inputs,
             opset: opset.to_string(),
-            block_specializations: HashMap::from([(opset.to_string(), block)]),
-            attributes: HashMap::new(),
+            block_specializations: BTreeMap::from([(opset.to_string(), block)]),
+            attributes: BTreeMap::new(),
         })
     }
 
     fn operation(&self, op: &Operation) -> Result<mil::Operation> {
-        let mut inputs = HashMap::new();
+        let mut inputs = BTreeMap::new();
         for (k, a) in &op.inputs {
             let bindings = match a {
                 Argument::Single(b) => vec![self.binding(b)?],
                 Argument::Tuple(v) => v.iter().map(|b| self.binding(b)).collect::<Result<_>>()?,
             };
-            inputs.insert(k.clone(), mil::Argument { arguments: bindings });
+            inputs.insert(
+                k.clone(),
+                mil::Argument {
+                    arguments: bindings,
+                },
+            );
         }
-        let mut attributes = HashMap::new();
+        let mut attributes = BTreeMap::new();
         attributes.insert(
             "name".to_string(),
             immediate(&Tensor::scalar_string(op.name.clone()))?,
@@ -288,10 +297,12 @@ impl Lowerer<'_> {
                 Ok(mil::Value {
                     doc_string: String::new(),
                     r#type: Some(value_type(ty)),
-                    value: Some(mil::value::Value::BlobFileValue(mil::value::BlobFileValue {
-                        file_name: loc.mil_path(),
-                        offset: loc.offset,
-                    })),
+                    value: Some(mil::value::Value::BlobFileValue(
+                        mil::value::BlobFileValue {
+                            file_name: loc.mil_path(),
+                            offset: loc.offset,
+                        },
+                    )),
                 })
             }
         }
@@ -319,7 +330,7 @@ fn value_type(ty: &TensorType) -> mil::ValueType {
                     )),
                 })
                 .collect(),
-            attributes: HashMap::new(),
+            attributes: BTreeMap::new(),
         })),
     }
 }
@@ -373,11 +384,13 @@ fn immediate(t: &Tensor) -> Result<mil::Value> {
     Ok(mil::Value {
         doc_string: String::new(),
         r#type: Some(value_type(t.ty())),
-        value: Some(mil::value::Value::ImmediateValue(mil::value::ImmediateValue {
-            value: Some(mil::value::immediate_value::Value::Tensor(mil::TensorValue {
-                value: Some(value),
-            })),
-        })),
+        value: Some(mil::value::Value::ImmediateValue(
+            mil::value::ImmediateValue {
+                value: Some(mil::value::immediate_value::Value::Tensor(
+                    mil::TensorValue { value: Some(value) },
+                )),
+            },
+        )),
     })
 }
 
@@ -392,15 +405,19 @@ fn build_info_value(entries: &[(String, String)]) -> mil::Value {
     let string_value = |s: &str| mil::Value {
         doc_string: String::new(),
         r#type: Some(str_type.clone()),
-        value: Some(mil::value::Value::ImmediateValue(mil::value::ImmediateValue {
-            value: Some(mil::value::immediate_value::Value::Tensor(mil::TensorValue {
-                value: Some(mil::tensor_value::Value::Strings(
-                    mil::tensor_value::RepeatedStrings {
-                        values: vec![s.to_string()],
+        value: Some(mil::value::Value::ImmediateValue(
+            mil::value::ImmediateValue {
+                value: Some(mil::value::immediate_value::Value::Tensor(
+                    mil::TensorValue {
+                        value: Some(mil::tensor_value::Value::Strings(
+                            mil::tensor_value::RepeatedStrings {
+                                values: vec![s.to_string()],
+                            },
+                        )),
                     },
                 )),
-            })),
-        })),
+            },
+        )),
     };
     let values = entries
         .iter()
@@ -419,11 +436,13 @@ fn build_info_value(entries: &[(String, String)]) -> mil::Value {
                 },
             ))),
         }),
-        value: Some(mil::value::Value::ImmediateValue(mil::value::ImmediateValue {
-            value: Some(mil::value::immediate_value::Value::Dictionary(
-                mil::DictionaryValue { values },
-            )),
-        })),
+        value: Some(mil::value::Value::ImmediateValue(
+            mil::value::ImmediateValue {
+                value: Some(mil::value::immediate_value::Value::Dictionary(
+                    mil::DictionaryValue { values },
+                )),
+            },
+        )),
     }
 }
 

@@ -113,7 +113,10 @@ impl TextWriter<'_> {
             attrs.push((k, self.value(v)?));
         }
         attrs.sort_by(|a, b| a.0.cmp(b.0));
-        let attrs: Vec<String> = attrs.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        let attrs: Vec<String> = attrs
+            .into_iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
         let _ = write!(s, "[{}];", attrs.join(", "));
         Ok(())
     }
@@ -216,4 +219,3 @@ fn quote(s: &str) -> String {
     out.push('"');
     out
 }
-

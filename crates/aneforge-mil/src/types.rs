@@ -154,7 +154,9 @@ impl TensorType {
     /// Number of elements (1 for a scalar); `None` on overflow so a hostile
     /// shape cannot wrap around into a small allocation.
     pub fn num_elements(&self) -> Option<usize> {
-        self.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        self.shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 
     /// Whether this is a rank-0 type.
@@ -408,7 +410,7 @@ impl Tensor {
     /// arrays written by numpy).
     pub fn from_le_bytes(dtype: DType, shape: impl Into<Vec<usize>>, bytes: &[u8]) -> Result<Self> {
         fn chunks<const N: usize, T>(b: &[u8], f: fn([u8; N]) -> T) -> Result<Vec<T>> {
-            if b.len() % N != 0 {
+            if !b.chunks_exact(N).remainder().is_empty() {
                 return Err(Error::invalid(format!(
                     "{} bytes is not a multiple of the {N}-byte element size",
                     b.len()

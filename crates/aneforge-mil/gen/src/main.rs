@@ -39,6 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new()
         .out_dir(&out_dir)
         .include_file("mod.rs")
+        // BTreeMap, not HashMap: protobuf maps are encoded in iteration
+        // order, and a package must be byte-for-byte reproducible (content
+        // hashes key the ANE compile cache).
+        .btree_map(["."])
         // The proto comments hold indented prose that rustdoc would run as
         // doctests; the vendored .proto files remain the documentation.
         .disable_comments(["."])

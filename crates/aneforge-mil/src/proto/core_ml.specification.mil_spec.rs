@@ -3,12 +3,18 @@
 pub struct Program {
     #[prost(int64, tag = "1")]
     pub version: i64,
-    #[prost(map = "string, message", tag = "2")]
-    pub functions: ::std::collections::HashMap<::prost::alloc::string::String, Function>,
+    #[prost(btree_map = "string, message", tag = "2")]
+    pub functions: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        Function,
+    >,
     #[prost(string, tag = "3")]
     pub doc_string: ::prost::alloc::string::String,
-    #[prost(map = "string, message", tag = "4")]
-    pub attributes: ::std::collections::HashMap<::prost::alloc::string::String, Value>,
+    #[prost(btree_map = "string, message", tag = "4")]
+    pub attributes: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        Value,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Function {
@@ -16,13 +22,16 @@ pub struct Function {
     pub inputs: ::prost::alloc::vec::Vec<NamedValueType>,
     #[prost(string, tag = "2")]
     pub opset: ::prost::alloc::string::String,
-    #[prost(map = "string, message", tag = "3")]
-    pub block_specializations: ::std::collections::HashMap<
+    #[prost(btree_map = "string, message", tag = "3")]
+    pub block_specializations: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         Block,
     >,
-    #[prost(map = "string, message", tag = "4")]
-    pub attributes: ::std::collections::HashMap<::prost::alloc::string::String, Value>,
+    #[prost(btree_map = "string, message", tag = "4")]
+    pub attributes: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        Value,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Block {
@@ -32,8 +41,11 @@ pub struct Block {
     pub outputs: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(message, repeated, tag = "3")]
     pub operations: ::prost::alloc::vec::Vec<Operation>,
-    #[prost(map = "string, message", tag = "4")]
-    pub attributes: ::std::collections::HashMap<::prost::alloc::string::String, Value>,
+    #[prost(btree_map = "string, message", tag = "4")]
+    pub attributes: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        Value,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Argument {
@@ -62,14 +74,20 @@ pub mod argument {
 pub struct Operation {
     #[prost(string, tag = "1")]
     pub r#type: ::prost::alloc::string::String,
-    #[prost(map = "string, message", tag = "2")]
-    pub inputs: ::std::collections::HashMap<::prost::alloc::string::String, Argument>,
+    #[prost(btree_map = "string, message", tag = "2")]
+    pub inputs: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        Argument,
+    >,
     #[prost(message, repeated, tag = "3")]
     pub outputs: ::prost::alloc::vec::Vec<NamedValueType>,
     #[prost(message, repeated, tag = "4")]
     pub blocks: ::prost::alloc::vec::Vec<Block>,
-    #[prost(map = "string, message", tag = "5")]
-    pub attributes: ::std::collections::HashMap<::prost::alloc::string::String, Value>,
+    #[prost(btree_map = "string, message", tag = "5")]
+    pub attributes: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        Value,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct NamedValueType {
@@ -107,8 +125,11 @@ pub struct TensorType {
     pub rank: i64,
     #[prost(message, repeated, tag = "3")]
     pub dimensions: ::prost::alloc::vec::Vec<Dimension>,
-    #[prost(map = "string, message", tag = "4")]
-    pub attributes: ::std::collections::HashMap<::prost::alloc::string::String, Value>,
+    #[prost(btree_map = "string, message", tag = "4")]
+    pub attributes: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        Value,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TupleType {

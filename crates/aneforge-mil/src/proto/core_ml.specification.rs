@@ -302,8 +302,8 @@ pub struct Metadata {
     pub author: ::prost::alloc::string::String,
     #[prost(string, tag = "4")]
     pub license: ::prost::alloc::string::String,
-    #[prost(map = "string, string", tag = "100")]
-    pub user_defined: ::std::collections::HashMap<
+    #[prost(btree_map = "string, string", tag = "100")]
+    pub user_defined: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
