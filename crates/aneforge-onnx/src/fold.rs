@@ -207,6 +207,10 @@ pub fn eval_node(node: &NodeProto, inputs: &[Known<'_>]) -> Result<Option<Vec<Ar
     Ok(out.map(|a| vec![a]))
 }
 
+/// Two broadcast operands: their shared dtype, the output shape, and each
+/// operand's values laid out at that shape.
+type Operands = (DType, Vec<usize>, Vals, Vals);
+
 /// One node being evaluated, with its inputs.
 struct Eval<'n, 'k> {
     node: &'n NodeProto,
@@ -400,7 +404,7 @@ impl<'k> Eval<'_, 'k> {
             }
         };
         let n = vals.len();
-        Ok(Some(self.from_vals(dtype, vec![n], vals)?))
+        Ok(Some(self.array_of(dtype, vec![n], vals)?))
     }
 
     fn materialize_len(&self, n: u64) -> Result<()> {
@@ -464,7 +468,7 @@ impl<'k> Eval<'_, 'k> {
             }
             _ => vals_of(x),
         };
-        Ok(Some(self.from_vals(dtype, x.shape().to_vec(), vals)?))
+        Ok(Some(self.array_of(dtype, x.shape().to_vec(), vals)?))
     }
 
     fn slice(&self) -> Result<Option<Array>> {
@@ -551,12 +555,12 @@ impl<'k> Eval<'_, 'k> {
             Vals::I(v) => Vals::I(v.iter().map(|&a| a.wrapping_neg()).collect()),
             Vals::F(v) => Vals::F(v.iter().map(|&a| -a).collect()),
         };
-        Ok(Some(self.from_vals(x.dtype(), x.shape().to_vec(), vals)?))
+        Ok(Some(self.array_of(x.dtype(), x.shape().to_vec(), vals)?))
     }
 
     /// Both inputs constant, same dtype, broadcast: the shared front of the
     /// binary ops. Returns the output shape and each operand's values at it.
-    fn binary_operands(&self) -> Result<Option<(DType, Vec<usize>, Vals, Vals)>> {
+    fn binary_operands(&self) -> Result<Option<Operands>> {
         let (Some(a), Some(b)) = (self.input_const(0), self.input_const(1)) else { return Ok(None) };
         if self.inputs.len() != 2 {
             return Ok(None);
@@ -612,7 +616,7 @@ impl<'k> Eval<'_, 'k> {
             ),
             _ => return Err(self.err("mixed operand kinds")),
         };
-        Ok(Some(self.from_vals(dtype, shape, vals)?))
+        Ok(Some(self.array_of(dtype, shape, vals)?))
     }
 
     fn compare(&self) -> Result<Option<Array>> {
@@ -682,7 +686,7 @@ impl<'k> Eval<'_, 'k> {
         Array::new(shape, data).map_err(|e| self.err(e.to_string()))
     }
 
-    fn from_vals(&self, dtype: DType, shape: Vec<usize>, vals: Vals) -> Result<Array> {
+    fn array_of(&self, dtype: DType, shape: Vec<usize>, vals: Vals) -> Result<Array> {
         self.build(shape, vals.into_data(dtype))
     }
 }
