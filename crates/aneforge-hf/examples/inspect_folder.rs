@@ -30,7 +30,21 @@ fn main() {
             Err(e) => println!("  {name}  error: {e}"),
         }
     }
+    let t = std::time::Instant::now();
+    let mut values = 0usize;
+    for name in w.names() {
+        if let Ok(h) = w.get(name) {
+            values += h.data.len();
+        }
+    }
+    println!("converted {values} values to f32 in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     let texts: Vec<String> = args.collect();
+    let sample: Vec<&str> = ["The quick brown fox jumps over the lazy dog."; 32].to_vec();
+    let t = std::time::Instant::now();
+    for _ in 0..10 {
+        let _ = folder.tokenize(&sample, None);
+    }
+    println!("tokenized 10 x 32 short sentences in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     if !texts.is_empty() {
         match folder.tokenize(&texts, None) {
             Ok(b) => {

@@ -183,7 +183,8 @@ impl Tokenizer {
     }
 
     /// Encode `texts` with special tokens, truncated at `max_length` (the
-    /// default when `None`) and right-padded to the longest row.
+    /// default when `None`) and right-padded to the longest row. Each text is
+    /// trimmed (and lower-cased if configured) first, as sentence-transformers does.
     pub fn tokenize<S: AsRef<str>>(
         &self,
         texts: &[S],
@@ -202,10 +203,14 @@ impl Tokenizer {
         let inputs: Vec<String> = texts
             .iter()
             .map(|t| {
+                // sentence-transformers strips each text before tokenising;
+                // byte-level BPE (RoBERTa) would otherwise emit a token for
+                // a leading space.
+                let t = t.as_ref().trim();
                 if tok.lowercase {
-                    t.as_ref().to_lowercase()
+                    t.to_lowercase()
                 } else {
-                    t.as_ref().to_string()
+                    t.to_string()
                 }
             })
             .collect();
@@ -324,6 +329,15 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn surrounding_whitespace_and_lowercase_option() {
+        let d = tiny_tokenizer();
+        let t = Tokenizer::from_file(&d.path().join("tokenizer.json"), 8, true).expect("load");
+        let a = t.tokenize(&["  \tA DOG \n"], None).expect("encode");
+        let b = t.tokenize(&["a dog"], None).expect("encode");
+        assert_eq!(a, b);
     }
 
     #[test]
