@@ -248,6 +248,16 @@ pub fn global() -> &'static CompileBreaker<SystemClock, ThreadSleeper> {
     G.get_or_init(|| CompileBreaker::new(SystemClock::default(), ThreadSleeper))
 }
 
+/// What the core wraps every real compile in: reads the three environment
+/// variables, gates on the process-wide breaker (sleeping, or refusing in
+/// strict mode), runs `compile`, and records its outcome.
+pub fn run_compile<T, E>(
+    compile: impl FnOnce() -> Result<T, E>,
+) -> Result<Result<T, E>, TargetError> {
+    let cfg = BreakerConfig::from_env()?;
+    global().run(&cfg, compile)
+}
+
 /// `af.reset_compile_breaker()`.
 pub fn reset_compile_breaker() {
     global().reset();

@@ -17,6 +17,27 @@
 //!
 //! Numbers are provisional; see `shared/design/TARGETS.md` and the source
 //! column of the data file.
+//!
+//! ```
+//! use aneforge_target::{lookup, estimate, Capability, OpCost, OpKind, ProgramCost};
+//!
+//! let t = lookup("h14")?; // any case; unknown names are refused
+//! if !t.supports(Capability::SinCos) {
+//!     // "first supported on H15": rewrite sin as a polynomial, say so in the report
+//!     assert_eq!(Capability::SinCos.first_family(), "H15");
+//! }
+//! let violations = t.check_shape(&[1, 64, 1, 20_000], Some(1));
+//! assert_eq!(violations[0].first_family.as_deref(), Some("H16"));
+//!
+//! let program = ProgramCost {
+//!     ops: vec![OpCost::new("fc", OpKind::Conv, 2.0 * 768.0 * 768.0 * 128.0,
+//!                           768.0 * 768.0 * 2.0, 768.0 * 128.0 * 2.0, 768.0 * 128.0 * 2.0)],
+//!     ..ProgramCost::default()
+//! };
+//! let e = estimate(t, &program);
+//! assert!(e.is_projection && e.latency_us > t.floor_us);
+//! # Ok::<(), aneforge_target::TargetError>(())
+//! ```
 
 #![deny(missing_docs)]
 
@@ -29,7 +50,7 @@ pub mod estimate;
 mod peak;
 mod table;
 
-pub use breaker::{reset_compile_breaker, BreakerConfig, CompileBreaker, Gate};
+pub use breaker::{reset_compile_breaker, run_compile, BreakerConfig, CompileBreaker, Gate};
 pub use calibration::{calibration_report, format_report, CalibrationRow};
 pub use capability::{
     first_family_for_axis, first_family_for_conv_kernel_width, Capability, LimitKind,
