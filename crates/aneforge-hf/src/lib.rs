@@ -189,6 +189,19 @@ fn tokenizer_config_limit(dir: &Path) -> Result<Option<usize>> {
 }
 
 #[cfg(test)]
+mod thread_safety {
+    /// A `#[pyclass]` must be `Send` (and `Sync` to be shared without a
+    /// lock); this fails to compile if a field ever stops being either.
+    #[test]
+    fn model_folder_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::ModelFolder>();
+        check::<super::Tokenizer>();
+        check::<super::Weights>();
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod test_util {
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering};

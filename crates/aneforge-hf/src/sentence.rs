@@ -17,7 +17,7 @@ use crate::files::read_json;
 pub enum Pooling {
     /// Average of the token vectors where the attention mask is 1.
     Mean,
-    /// The vector of the first token ([CLS] / <s>).
+    /// The vector of the first token (`[CLS]` / `<s>`).
     Cls,
     /// Element-wise maximum over the tokens where the mask is 1.
     Max,
