@@ -2,8 +2,9 @@
 //! for every published point, marking the points the fit never saw.
 //!
 //! `cargo run -p aneforge-target --example calibration` prints the table with
-//! the shipped constants; add `-- --refit` to refit them first and print the
-//! refitted constants and table too.
+//! the shipped constants and the leave-one-out table; add `-- --refit` to
+//! refit the constants and print them with their table, or
+//! `-- --ops resnet50 "A16"` to print one model's per-op projection.
 
 use aneforge_target::calibration::{
     calibration_report_with, fit, fitted_knobs, leave_one_out_report,
@@ -11,6 +12,28 @@ use aneforge_target::calibration::{
 use aneforge_target::{calibration_report, format_report, EstimatorParams};
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--ops") {
+        let (Some(model), Some(chip)) = (args.get(i + 1), args.get(i + 2)) else {
+            eprintln!("usage: calibration --ops <model> <chip or target>");
+            std::process::exit(2);
+        };
+        let Some(program) = aneforge_target::calibration::model_ops(model) else {
+            eprintln!(
+                "unknown model {model:?}; known: {:?}",
+                aneforge_target::calibration::MODELS
+            );
+            std::process::exit(2);
+        };
+        match aneforge_target::profile(chip) {
+            Ok(t) => print!("{}", aneforge_target::estimate(&t, &program).report()),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     let rows = match calibration_report() {
         Ok(r) => r,
         Err(e) => {
@@ -31,7 +54,7 @@ fn main() {
         Err(e) => eprintln!("leave-one-out failed: {e}"),
     }
 
-    if std::env::args().any(|a| a == "--refit") {
+    if args.iter().any(|a| a == "--refit") {
         let (p, loss) = fit(EstimatorParams::calibrated());
         println!("\nrefit of {:?}: loss {loss:.5}\n{p:?}\n", fitted_knobs());
         match calibration_report_with(&p) {

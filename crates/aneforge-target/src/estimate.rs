@@ -167,6 +167,31 @@ pub struct Estimate {
 }
 
 impl Estimate {
+    /// A per-op table for the CLI and logs, headed by the projection label.
+    pub fn report(&self) -> String {
+        let mut s = format!("{}\n", self.label());
+        s.push_str(&format!(
+            "{:<32} {:<14} {:>12} {:>12} {:<10} {:>10}\n",
+            "op", "kind", "GFLOP", "MB", "bound", "us"
+        ));
+        for o in &self.per_op {
+            s.push_str(&format!(
+                "{:<32} {:<14} {:>12.4} {:>12.3} {:<10} {:>10.2}\n",
+                o.name,
+                format!("{:?}", o.kind),
+                o.flops / 1e9,
+                o.bytes / 1e6,
+                format!("{:?}{}", o.bound, if o.spilled { "*" } else { "" }),
+                o.time_us
+            ));
+        }
+        s.push_str(&format!(
+            "dispatch floor {:.1} us; total {:.1} us (* = spilled past the on-chip buffer)\n",
+            self.dispatch_us, self.latency_us
+        ));
+        s
+    }
+
     /// A one-line label suitable for reports.
     pub fn label(&self) -> String {
         format!(
@@ -285,7 +310,7 @@ pub fn estimate_with(target: &Target, program: &ProgramCost, p: &EstimatorParams
             name: op.name.clone(),
             kind: op.kind,
             flops: op.flops,
-            bytes: op.weight_bytes + act_bytes,
+            bytes: op.weight_bytes.max(0.0) + act_bytes,
             bound,
             spilled,
             time_us: t * 1e6,
@@ -349,6 +374,7 @@ mod tests {
         assert!((e.latency_us - t.floor_us).abs() < 1e-9);
         assert!(e.is_projection);
         assert!(e.label().contains("projection"));
+        assert!(e.report().contains("projection"));
     }
 
     #[test]

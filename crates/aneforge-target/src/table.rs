@@ -67,6 +67,29 @@ impl Target {
     }
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({} family{}; {}): {} cores @ {} GHz, {:.2} TFLOP/s fp16 peak, weights {} GB/s, \
+             activations {} GB/s, floor {} us, on-chip {:.2} MB, axis <= {}, kernel width <= {}",
+            self.lower_name(),
+            self.family,
+            if self.mil_supported { "" } else { ", no MIL" },
+            self.chip.clone().unwrap_or_else(|| self.chips.join(", ")),
+            self.cores,
+            self.fmax_ghz,
+            self.fp16_tflops,
+            self.weight_gbs,
+            self.act_gbs,
+            self.floor_us,
+            self.sram_bytes / 1e6,
+            self.max_axis,
+            self.max_conv_kernel_width
+        )
+    }
+}
+
 /// A physical SoC: it compiles for one target but has its own memory system,
 /// so the estimator wants its bandwidth and dispatch floor, not the target's.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,16 +385,20 @@ fn squash(s: &str) -> String {
 }
 
 /// The did-you-mean for an unknown name: a chip name maps to its target
-/// (users often type "m1"); otherwise the nearest name within edit distance 2.
+/// (users often type "m1"); otherwise the nearest name within one edit (two
+/// for names longer than three characters).
 fn suggest(name: &str) -> Option<String> {
     if let Ok(c) = chip(name) {
         return Some(c.target.to_ascii_lowercase());
     }
     let lower = name.to_ascii_lowercase();
+    // Names are 2-4 characters: two edits on a 3-character name is a different
+    // name, not a typo.
+    let max_edits = if lower.chars().count() <= 3 { 1 } else { 2 };
     targets()
         .iter()
         .map(|t| (edit_distance(&lower, &t.lower_name()), t.lower_name()))
-        .filter(|(d, _)| *d <= 2)
+        .filter(|(d, _)| *d <= max_edits)
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n)
 }
@@ -470,6 +497,10 @@ mod tests {
             panic!()
         };
         assert!(suggestion.is_some());
+        let TargetError::UnknownTarget { suggestion, .. } = lookup("m77").unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(suggestion, None);
         let TargetError::UnknownTarget { suggestion, .. } = lookup("completely-wrong").unwrap_err()
         else {
             panic!()
@@ -567,6 +598,14 @@ mod tests {
             chip_profile("M99"),
             Err(TargetError::UnknownChip { .. })
         ));
+    }
+
+    #[test]
+    fn display_names_the_target_and_its_family() {
+        let s = lookup("h11").expect("t").to_string();
+        assert!(s.starts_with("h11 (H11 family, no MIL"), "{s}");
+        let s = chip_profile("M5 Pro").expect("c").to_string();
+        assert!(s.contains("M5 Pro") && s.contains("19.37"), "{s}");
     }
 
     #[test]
