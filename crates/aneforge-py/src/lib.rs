@@ -1,0 +1,20 @@
+//! PyO3 bindings for ANEForge: argument conversion and error mapping only;
+//! every decision lives in the core crate.
+
+mod convert;
+mod errors;
+mod functions;
+mod net;
+mod tensor;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _aneforge(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<tensor::PyTensor>()?;
+    m.add_class::<net::PyNet>()?;
+    m.add_function(wrap_pyfunction!(net::compile, m)?)?;
+    functions::register(m)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

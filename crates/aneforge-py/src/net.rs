@@ -1,0 +1,301 @@
+//! `af.compile` and the `Net` it returns.
+
+use crate::convert::origin;
+use crate::errors::{af_err, IntoPy};
+use crate::tensor::PyTensor;
+use aneforge::backend::sim::SimState;
+use aneforge::{CompileOptions, Compiled, DType, Numerics, Precision, Tensor};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use numpy::{PyArrayDyn, PyArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use std::sync::Mutex;
+
+struct Live {
+    compiled: Compiled,
+    state: SimState,
+}
+
+/// A compiled program bound to a backend, callable with numpy arrays.
+#[pyclass(name = "Net", module = "aneforge")]
+pub struct PyNet {
+    live: Mutex<Option<Live>>,
+    backend: String,
+    target: Option<String>,
+    single_output: bool,
+}
+
+fn outputs_of(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<Tensor>, bool)> {
+    if let Ok(t) = obj.cast::<PyTensor>() {
+        return Ok((vec![t.get().t.clone()], true));
+    }
+    let items: Vec<Bound<'_, PyAny>> = obj
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err("compile: outputs must be an af.Tensor or a list of them"))?
+        .collect::<PyResult<_>>()?;
+    let ts = items
+        .iter()
+        .map(|o| {
+            o.cast::<PyTensor>()
+                .map(|t| t.get().t.clone())
+                .map_err(|_| PyTypeError::new_err("compile: every output must be an af.Tensor"))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((ts, false))
+}
+
+/// Compiles `outputs` (a Tensor or a list) into a Net.
+#[pyfunction]
+#[pyo3(signature = (outputs, target=None, precision="fp16", backend=None, numerics="ane", optimize=true))]
+pub fn compile(
+    py: Python<'_>,
+    outputs: &Bound<'_, PyAny>,
+    target: Option<&str>,
+    precision: &str,
+    backend: Option<&str>,
+    numerics: &str,
+    optimize: bool,
+) -> PyResult<PyNet> {
+    let (outs, single) = outputs_of(outputs)?;
+    let backend = backend.unwrap_or("sim").to_ascii_lowercase();
+    match backend.as_str() {
+        "sim" => {}
+        "ane" => {
+            return Err(af_err(
+                "BackendUnavailableError",
+                "backend=\"ane\" needs macOS on Apple silicon with a Neural Engine; this host has none. Use backend=\"sim\" (the default here) to run the same program on the CPU with the engine's numerics",
+            ))
+        }
+        other => return Err(PyValueError::new_err(format!("compile: backend {other:?} is not \"sim\" or \"ane\""))),
+    }
+    let opts = CompileOptions { precision: Precision::parse(precision).py()?, numerics: Numerics::parse(numerics).py()?, optimize };
+    let org = origin(py);
+    let compiled = py.detach(|| aneforge::error::with_origin(org, || aneforge::compile(&outs, opts))).py()?;
+    let state = compiled.program.new_state();
+    Ok(PyNet { live: Mutex::new(Some(Live { compiled, state })), backend, target: target.map(str::to_string), single_output: single })
+}
+
+fn port_dict<'py>(py: Python<'py>, p: &aneforge::backend::sim::Port) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &p.name)?;
+    d.set_item("shape", PyTuple::new(py, &p.fact.shape)?)?;
+    d.set_item("dtype", p.fact.dtype.name())?;
+    Ok(d)
+}
+
+fn numpy_name(d: DType, fp32: bool) -> &'static str {
+    match d {
+        DType::F16 if fp32 => "float32",
+        DType::F16 => "float16",
+        DType::F32 => "float32",
+        DType::U8 => "uint8",
+        DType::I8 => "int8",
+        DType::I16 => "int16",
+        DType::U16 => "uint16",
+        DType::I32 => "int32",
+        DType::Bool => "bool",
+    }
+}
+
+impl PyNet {
+    fn with_live<T>(&self, f: impl FnOnce(&mut Live) -> PyResult<T>) -> PyResult<T> {
+        let mut g = self.live.lock().map_err(|_| af_err("AneForgeError", "the Net's state was poisoned by a panic; compile it again"))?;
+        match g.as_mut() {
+            Some(l) => f(l),
+            None => Err(af_err("AneForgeError", "this Net was released; compile the graph again to use it")),
+        }
+    }
+}
+
+/// Writes one numpy argument into input slot `k`, checking shape and dtype.
+fn feed(py: Python<'_>, live: &mut Live, k: usize, arr: &Bound<'_, PyAny>) -> PyResult<()> {
+    let port = live.compiled.program.inputs[k].clone();
+    let np = py.import("numpy")?;
+    let a = if arr.hasattr("dtype")? && arr.hasattr("shape")? { arr.clone() } else { np.call_method1("asarray", (arr,))? };
+    let shape: Vec<usize> = a.getattr("shape")?.extract()?;
+    let dt: String = a.getattr("dtype")?.getattr("name")?.extract()?;
+    if shape != port.fact.shape {
+        return Err(af_err(
+            "ShapeError",
+            format!(
+                "input {:?} expects shape {:?}, got an array of shape {:?}; reshape the array or rebuild the graph with af.input({:?})",
+                port.name, port.fact.shape, shape, shape
+            ),
+        ));
+    }
+    let fp16 = live.compiled.program.ctx.fp16;
+    let slot = live.compiled.program.input_mut(&mut live.state, k);
+    match (port.fact.dtype, dt.as_str()) {
+        (DType::F16, "float16") => {
+            let a = np.call_method1("ascontiguousarray", (a,))?;
+            let arr = a.cast::<PyArrayDyn<f16>>()?.readonly();
+            let s = arr.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?;
+            s.convert_to_f32_slice(slot);
+        }
+        (DType::F16, "float32" | "float64") => {
+            let a = np.call_method1("ascontiguousarray", (a, "float32"))?;
+            let arr = a.cast::<PyArrayDyn<f32>>()?.readonly();
+            let s = arr.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?;
+            slot.copy_from_slice(s);
+            if fp16 {
+                aneforge::numerics::round_f16_slice(slot);
+            }
+        }
+        (d, got) if d != DType::F16 && got == numpy_name(d, false) => {
+            let a = np.call_method1("ascontiguousarray", (a, "float32"))?;
+            let arr = a.cast::<PyArrayDyn<f32>>()?.readonly();
+            let s = arr.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?;
+            slot.copy_from_slice(s);
+        }
+        (d, got) => {
+            let want = if d == DType::F16 { "float16 (float32 is converted)".to_string() } else { numpy_name(d, false).to_string() };
+            return Err(af_err("DTypeError", format!("input {:?} is a {} port and needs a {want} array, got {got}", port.name, d)));
+        }
+    }
+    Ok(())
+}
+
+fn fetch<'py>(py: Python<'py>, live: &Live, k: usize) -> PyResult<Bound<'py, PyAny>> {
+    let prog = &live.compiled.program;
+    let port = &prog.outputs[k];
+    let data = prog.output(&live.state, k);
+    let shape = port.fact.shape.clone();
+    let fp32 = !prog.ctx.fp16;
+    match port.fact.dtype {
+        DType::F16 if !fp32 => {
+            let a = PyArrayDyn::<f16>::zeros(py, shape, false);
+            {
+                let mut w = a.readwrite();
+                let s = w.as_slice_mut().map_err(|e| PyValueError::new_err(e.to_string()))?;
+                s.convert_from_f32_slice(data);
+            }
+            Ok(a.into_any())
+        }
+        d => {
+            let a = PyArrayDyn::<f32>::zeros(py, shape, false);
+            {
+                let mut w = a.readwrite();
+                let s = w.as_slice_mut().map_err(|e| PyValueError::new_err(e.to_string()))?;
+                s.copy_from_slice(data);
+            }
+            let name = numpy_name(d, fp32);
+            if name == "float32" {
+                Ok(a.into_any())
+            } else {
+                a.call_method1("astype", (name,))
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl PyNet {
+    /// Runs the program: positional arrays in input order, or by port name.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__<'py>(&self, py: Python<'py>, args: &Bound<'py, PyTuple>, kwargs: Option<&Bound<'py, PyDict>>) -> PyResult<Py<PyAny>> {
+        self.with_live(|live| {
+            let names: Vec<String> = live.compiled.program.inputs.iter().map(|p| p.name.clone()).collect();
+            let n = names.len();
+            let mut given: Vec<Option<Bound<'py, PyAny>>> = vec![None; n];
+            if args.len() > n {
+                return Err(PyTypeError::new_err(format!("the Net takes {n} input(s) ({}), got {} positional arrays", names.join(", "), args.len())));
+            }
+            for (k, a) in args.iter().enumerate() {
+                given[k] = Some(a);
+            }
+            if let Some(kw) = kwargs {
+                for (key, v) in kw.iter() {
+                    let key: String = key.extract()?;
+                    let k = names.iter().position(|n| *n == key).ok_or_else(|| {
+                        PyTypeError::new_err(format!("the Net has no input named {key:?}; its inputs are {}", names.join(", ")))
+                    })?;
+                    if given[k].is_some() {
+                        return Err(PyTypeError::new_err(format!("input {key:?} was given twice")));
+                    }
+                    given[k] = Some(v);
+                }
+            }
+            for (k, g) in given.iter().enumerate() {
+                let a = g.as_ref().ok_or_else(|| PyTypeError::new_err(format!("missing input {:?}", names[k])))?;
+                feed(py, live, k, a)?;
+            }
+            let Live { compiled, state } = live;
+            let prog = &compiled.program;
+            py.detach(|| prog.run(state));
+            let outs: Vec<Bound<'py, PyAny>> = (0..prog.outputs.len()).map(|k| fetch(py, live, k)).collect::<PyResult<_>>()?;
+            if self.single_output {
+                Ok(outs.into_iter().next().map(|o| o.unbind()).unwrap_or_else(|| py.None()))
+            } else {
+                Ok(PyTuple::new(py, outs)?.into_any().unbind())
+            }
+        })
+    }
+
+    /// The input ports: a list of {"name", "shape", "dtype"}.
+    #[getter]
+    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.with_live(|l| PyList::new(py, l.compiled.program.inputs.iter().map(|p| port_dict(py, p)).collect::<PyResult<Vec<_>>>()?))
+    }
+    #[getter]
+    fn outputs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.with_live(|l| PyList::new(py, l.compiled.program.outputs.iter().map(|p| port_dict(py, p)).collect::<PyResult<Vec<_>>>()?))
+    }
+    #[getter]
+    fn backend(&self) -> String {
+        self.backend.clone()
+    }
+    #[getter]
+    fn target(&self) -> Option<String> {
+        self.target.clone()
+    }
+    #[getter]
+    fn precision(&self) -> PyResult<&'static str> {
+        self.with_live(|l| Ok(if l.compiled.program.ctx.fp16 { "fp16" } else { "fp32" }))
+    }
+    #[getter]
+    fn released(&self) -> bool {
+        self.live.lock().map(|g| g.is_none()).unwrap_or(true)
+    }
+    /// The optimised graph, one op per line (for debugging).
+    fn graph(&self) -> PyResult<String> {
+        self.with_live(|l| Ok(l.compiled.graph.to_string()))
+    }
+    /// Number of kernels the sim runs per call.
+    #[getter]
+    fn num_steps(&self) -> PyResult<usize> {
+        self.with_live(|l| Ok(l.compiled.program.num_steps()))
+    }
+    /// Host bytes the sim's buffer plan uses.
+    #[getter]
+    fn planned_bytes(&self) -> PyResult<usize> {
+        self.with_live(|l| Ok(l.compiled.program.planned_bytes()))
+    }
+    /// Frees the program and its buffers; calling the Net afterwards raises.
+    fn release(&self) {
+        if let Ok(mut g) = self.live.lock() {
+            *g = None;
+        }
+    }
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+        self.release();
+        false
+    }
+    fn __repr__(&self) -> String {
+        match self.live.lock().ok().and_then(|g| {
+            g.as_ref().map(|l| {
+                let ins: Vec<String> = l.compiled.program.inputs.iter().map(|p| format!("{}: {}", p.name, p.fact)).collect();
+                let outs: Vec<String> = l.compiled.program.outputs.iter().map(|p| format!("{}: {}", p.name, p.fact)).collect();
+                format!("Net(backend={}, inputs=[{}], outputs=[{}])", self.backend, ins.join(", "), outs.join(", "))
+            })
+        }) {
+            Some(s) => s,
+            None => "Net(released)".into(),
+        }
+    }
+}
