@@ -3,8 +3,8 @@
 //! The models are written out analytically as the per-kernel cost lists a
 //! compiler would produce (BN folded into convs, ReLU / ReLU6 fused, residual
 //! adds fused into the conv that precedes them; transformers with explicit
-//! per-head attention, as both the public ANEForge `mha` and Apple's
-//! ml-ane-transformers lower it). The published points live in the data file
+//! per-head attention, which is how Apple's ml-ane-transformers writes it and
+//! what we assume for the public ANEForge's decomposed `mha`). The published points live in the data file
 //! with a `held_out` flag: [`fit`] never sees held-out points, and
 //! [`calibration_report`] shows predicted vs published for every point.
 
@@ -420,7 +420,7 @@ pub fn calibration_report() -> Result<Vec<CalibrationRow>, TargetError> {
 /// Renders the report as a fixed-width table (for the example and logs).
 pub fn format_report(rows: &[CalibrationRow]) -> String {
     let mut s = String::from(
-        "PROJECTION vs published (batch 1). Held-out points were not used by the fit.\n",
+        "PROJECTION vs published (batch 1); fit column: was the point used to fit the constants?\n",
     );
     s.push_str(&format!(
         "{:<18} {:<8} {:<6} {:>10} {:>10} {:>8}  {}\n",
