@@ -115,6 +115,26 @@ pub enum OnnxError {
         problem: AttrProblem,
     },
 
+    /// A node the importer understands but cannot map in this form
+    /// (runtime shape inputs, unsupported modes, symbolic input dims…).
+    #[error("cannot import node {node}: {reason}")]
+    Import {
+        /// Human label of the node (or graph input).
+        node: String,
+        /// What is not supported and, where possible, what to change.
+        reason: String,
+    },
+
+    /// The core graph builder refused a node (its error carries op, shapes and fix).
+    #[error("cannot import node {node}: {source}")]
+    Core {
+        /// Human label of the node (or graph input).
+        node: String,
+        /// The core's error.
+        #[source]
+        source: aneforge::Error,
+    },
+
     /// A node whose inputs were constant could not be evaluated at import.
     #[error("node {node}: cannot fold at import: {reason}")]
     Fold {

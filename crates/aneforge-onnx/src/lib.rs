@@ -5,7 +5,8 @@
 //! ([`OnnxModel`]), decoding weights ([`Array`]), typed attribute access
 //! ([`attr::Attrs`]), folding shape subgraphs to constants ([`ConstFolder`])
 //! and telling the user which ops a model uses and which are supported
-//! ([`coverage()`]). The op-by-op mapping onto the core builder lives on top.
+//! ([`coverage()`]), and the op-by-op mapping onto the core builder
+//! ([`import_model`]).
 //!
 //! Nothing from a model file is ever executed; a bad file is an
 //! [`OnnxError`] naming the file, node, attribute or tensor, never a panic.
@@ -17,6 +18,7 @@ pub mod builder;
 pub mod coverage;
 pub mod error;
 pub mod fold;
+pub mod import;
 pub mod model;
 pub mod tensor;
 
@@ -31,5 +33,6 @@ pub use attr::{attrs, node_label, Attrs};
 pub use coverage::{coverage, coverage_of_file, is_supported, Coverage, OpUse, SupportedOp, SUPPORTED_OPS};
 pub use error::{AttrProblem, OnnxError, Result};
 pub use fold::{ConstFolder, FoldSummary, Known};
+pub use import::{import_file, import_model, ImportOptions, Imported};
 pub use model::{GraphInput, OnnxModel, MAX_OPSET, MIN_OPSET};
 pub use tensor::{array_from_proto, array_to_proto, Array, ArrayData, DType};
