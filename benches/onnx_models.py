@@ -12,6 +12,7 @@ Prints, in one run, for ResNet-18 and ViT-B/16 at batch 1:
     python benches/onnx_models.py                 # both models, 20 timed runs each
     python benches/onnx_models.py --runs 50 --models resnet18
     python benches/onnx_models.py --json out.json
+    python benches/onnx_models.py --rust-sim      # sim columns from the Rust importer (no Python binding needed)
 
 Models are materialized (weights refilled by shared/models/materialize.py)
 into a temp dir first; that time is not measured. Needs numpy, onnx and
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,7 +79,32 @@ def aneforge_timings(path: Path, feed: dict, runs: int, warmup: int):
     return None
 
 
-def bench_model(name: str, workdir: Path, runs: int, warmup: int, threads: int) -> dict:
+def build_rust_sim_timing() -> Path:
+    """Builds the Rust timing example once (release) and returns its binary."""
+    subprocess.run(
+        ["cargo", "build", "--release", "-q", "-p", "aneforge-onnx", "--example", "sim_timing"],
+        cwd=ROOT, check=True,
+    )
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return target / "release" / "examples" / "sim_timing"
+
+
+def rust_sim_timings(binary: Path, path: Path, feed: dict, runs: int, warmup: int, workdir: Path):
+    """ANEForge sim numbers via crates/aneforge-onnx/examples/sim_timing.rs:
+    the same importer and sim the Python binding will wrap, minus Python."""
+    if len(feed) != 1:
+        raise SystemExit("--rust-sim feeds one input; %s has %d" % (path.name, len(feed)))
+    x = next(iter(feed.values()))
+    inp = Path(workdir) / (path.stem + ".input.bin")
+    x.astype("<f4").tofile(inp)
+    out = subprocess.run([str(binary), str(path), str(runs), str(warmup), str(inp)],
+                         check=True, capture_output=True, text=True).stdout
+    t = json.loads(out.strip().splitlines()[-1])
+    # "import" in the report means ONNX file -> runnable Net, i.e. compile_s.
+    return {"import_s": t["compile_s"], "median_s": t["median_s"], "samples_s": t["samples_s"]}
+
+
+def bench_model(name: str, workdir: Path, runs: int, warmup: int, threads: int, rust_sim=None) -> dict:
     path = materialize(name, workdir)
     session = ort_session(path, threads=threads)
     feed = fixed_inputs(session, count=1, seed=0)[0]
@@ -88,7 +116,10 @@ def bench_model(name: str, workdir: Path, runs: int, warmup: int, threads: int) 
         "ort_median_s": ort_median,
         "ort_samples_s": ort_samples,
     }
-    sim = aneforge_timings(path, feed, runs, warmup)
+    if rust_sim is not None:
+        sim = rust_sim_timings(rust_sim, path, feed, runs, warmup, workdir)
+    else:
+        sim = aneforge_timings(path, feed, runs, warmup)
     if sim:
         row.update({"sim_" + k: v for k, v in sim.items()})
         if sim.get("median_s"):
@@ -134,6 +165,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     ap.add_argument("--threads", type=int, default=ORT_THREADS, help="ONNX Runtime intra-op threads")
     ap.add_argument("--json", metavar="FILE", help="also write the raw numbers as JSON")
+    ap.add_argument("--rust-sim", action="store_true",
+                    help="time the sim through the Rust importer (cargo example sim_timing) instead of the Python hook")
     args = ap.parse_args(argv)
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -141,14 +174,16 @@ def main(argv=None) -> int:
     if unknown:
         ap.error("unknown model(s): %s" % ", ".join(unknown))
 
+    rust_sim = build_rust_sim_timing() if args.rust_sim else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="aneforge-bench-") as tmp:
         for name in names:
             t0 = time.perf_counter()
-            rows.append(bench_model(name, Path(tmp), args.runs, args.warmup, args.threads))
+            rows.append(bench_model(name, Path(tmp), args.runs, args.warmup, args.threads, rust_sim))
             print("%s done in %.1f s" % (name, time.perf_counter() - t0), file=sys.stderr)
 
-    print("batch 1, ONNX Runtime CPU with %d intra-op threads, median of %d runs" % (args.threads, args.runs))
+    print("batch 1, ONNX Runtime CPU with %d intra-op threads, median of %d runs; sim via %s; %d CPUs"
+          % (args.threads, args.runs, "Rust example" if rust_sim else "aneforge_timings() hook", os.cpu_count() or 0))
     print(report(rows))
     if not any("sim_median_s" in r for r in rows):
         print("(ANEForge columns are n/a until aneforge_timings() in this file is filled in)")

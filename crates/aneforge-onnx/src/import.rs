@@ -20,7 +20,7 @@ use aneforge::{DType as CoreDType, Tensor};
 use crate::attr::{attrs, node_label, normalize_axis, Attrs};
 use crate::coverage::coverage;
 use crate::error::{OnnxError, Result};
-use crate::fold::{broadcast_shapes, resolve_reshape, ConstFolder};
+use crate::fold::{broadcast_shapes, resolve_reshape, ConstFolder, MAX_FOLD_ELEMENTS};
 use crate::model::OnnxModel;
 use crate::proto::NodeProto;
 use crate::tensor::{Array, DType};
@@ -126,18 +126,35 @@ impl Importer {
         if let Some(t) = self.values.get(name) {
             return Ok(t.clone());
         }
-        let Some(a) = self.folder.constant(name) else {
+        let Some(len) = self.folder.constant(name).map(Array::len) else {
             return Err(OnnxError::Import { node: user.to_string(), reason: format!("value \"{name}\" is not defined") });
         };
-        let t = const_tensor(a).map_err(|source| OnnxError::Core { node: user.to_string(), source })?;
+        // Weights are too big to fold anyway: move them into the core instead
+        // of copying (the folder keeps their shape for later `Shape` nodes).
+        let built = if len > MAX_FOLD_ELEMENTS {
+            match self.folder.take_constant(name) {
+                Some(a) => {
+                    self.folder.set_shape(name, a.shape().to_vec());
+                    const_tensor(a)
+                }
+                None => unreachable_constant(name),
+            }
+        } else {
+            match self.folder.constant(name) {
+                Some(a) => const_tensor(a.clone()),
+                None => unreachable_constant(name),
+            }
+        };
+        let t = built.map_err(|source| OnnxError::Core { node: user.to_string(), source })?;
         self.values.insert(name.to_string(), t.clone());
         Ok(t)
     }
 }
 
 /// A folded or initializer value as a core constant: floats in fp16 (the
-/// engine's type), integers as int32, bools as bool.
-fn const_tensor(a: &Array) -> aneforge::Result<Tensor> {
+/// engine's type), integers as int32, bools as bool. Takes the array by
+/// value so fp32 weights move into the core without a copy.
+fn const_tensor(a: Array) -> aneforge::Result<Tensor> {
     let dtype = match a.dtype() {
         DType::F32 | DType::F16 => CoreDType::F16,
         DType::Bool => CoreDType::Bool,
@@ -145,7 +162,13 @@ fn const_tensor(a: &Array) -> aneforge::Result<Tensor> {
         DType::I8 => CoreDType::I8,
         DType::U8 => CoreDType::U8,
     };
-    b::constant(a.to_f32_vec(), a.shape().to_vec(), dtype)
+    let (shape, data) = a.into_f32_parts();
+    b::constant(data, shape, dtype)
+}
+
+/// Only reachable if the folder changed between two lines of `tensor`.
+fn unreachable_constant(name: &str) -> aneforge::Result<Tensor> {
+    Err(aneforge::Error::value("onnx import", format!("constant \"{name}\" vanished during import")))
 }
 
 /// Per-node context: the node, its attributes, and helpers that name it in errors.

@@ -246,6 +246,18 @@ impl Array {
         }
     }
 
+    /// Shape and elements as fp32, moving the buffer when it already is fp32
+    /// (how weights reach the core without a copy).
+    pub fn into_f32_parts(self) -> (Vec<usize>, Vec<f32>) {
+        match self.data {
+            ArrayData::F32(v) => (self.shape, v),
+            _ => {
+                let v = self.to_f32_vec();
+                (self.shape, v)
+            }
+        }
+    }
+
     /// The elements as fp32 (exact for every type but large int64/int32).
     pub fn to_f32_vec(&self) -> Vec<f32> {
         match &self.data {

@@ -22,7 +22,14 @@ fn models_dir() -> PathBuf {
 /// Materializes `name` and runs ORT on `count` seeded inputs; returns the
 /// model path, the inputs and ORT's first output for each, or `None` (with
 /// a note) if Python's stack is missing.
-fn reference(name: &str, count: usize, dir: &Path) -> Option<(PathBuf, Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+/// A materialized model with ORT's outputs on fixed inputs.
+struct Reference {
+    path: PathBuf,
+    inputs: Vec<Vec<f32>>,
+    expected: Vec<Vec<f32>>,
+}
+
+fn reference(name: &str, count: usize, dir: &Path) -> Option<Reference> {
     let script = r#"
 import sys, importlib.util, numpy as np, onnxruntime as ort
 models, name, count, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -64,7 +71,7 @@ for k in range(count):
     };
     let ins = (0..count).map(|k| read(format!("in{k}.bin"))).collect();
     let outs = (0..count).map(|k| read(format!("out{k}.bin"))).collect();
-    Some((dir.join(format!("{name}.onnx")), ins, outs))
+    Some(Reference { path: dir.join(format!("{name}.onnx")), inputs: ins, expected: outs })
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -81,7 +88,7 @@ fn argmax(v: &[f32]) -> usize {
 fn check_model(name: &str, count: usize) {
     let dir = std::env::temp_dir().join(format!("aneforge-onnx-fidelity-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let Some((path, inputs, expected)) = reference(name, count, &dir) else { return };
+    let Some(Reference { path, inputs, expected }) = reference(name, count, &dir) else { return };
 
     let t0 = Instant::now();
     let imported = match import_file(&path, &ImportOptions::default()) {
