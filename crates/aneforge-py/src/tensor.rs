@@ -37,6 +37,13 @@ fn varargs_ints(args: &Bound<'_, PyTuple>, what: &str) -> PyResult<Vec<i64>> {
 
 #[pymethods]
 impl PyTensor {
+    /// `None` makes numpy defer binary operators to the Tensor, so
+    /// `ndarray * x` and `ndarray @ x` build graph nodes instead of an object
+    /// array of Tensors.
+    #[classattr]
+    fn __array_ufunc__() -> Option<()> {
+        None
+    }
     #[getter]
     fn shape(&self) -> Vec<usize> {
         self.t.shape().to_vec()

@@ -92,9 +92,24 @@ fn pair(eq: &str, a: (Tensor, Vec<char>), b: (Tensor, Vec<char>), needed: &[char
     let mut shape: Vec<usize> = batch.iter().map(|&c| size(&a, &la, c)).collect();
     shape.extend(af.iter().map(|&c| size(&a, &la, c)));
     shape.extend(bf.iter().map(|&c| size(&b, &lb, c)));
+    // A full contraction ("i,i->") leaves a 0-d result, as numpy's einsum does.
     let labels = [batch, af, bf].concat();
-    if shape.is_empty() {
-        return Ok((reshape(&y, &[1])?, vec![]));
-    }
     Ok((reshape(&y, &shape)?, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::input;
+    use crate::DType;
+
+    #[test]
+    fn a_full_contraction_is_zero_dimensional() {
+        // Bug: "i,i->" was reshaped to [1] and then refused by the final
+        // transpose ("perm [] is not a permutation of the 1 axes").
+        let a = input(&[6], DType::F16, None).unwrap();
+        let b = input(&[6], DType::F16, None).unwrap();
+        assert_eq!(einsum("i,i->", &[a.clone(), b.clone()]).unwrap().shape(), &[] as &[usize]);
+        assert_eq!(einsum("i,i", &[a, b]).unwrap().shape(), &[] as &[usize]);
+    }
 }

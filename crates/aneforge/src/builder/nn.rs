@@ -112,11 +112,20 @@ pub fn conv_transpose(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: &ConvArg
     if w.rank() != 4 {
         return Err(Error::shape("conv_transpose", format!("weight must be [C, O/groups, kh, kw], got {}", fmt_shape(w.shape()))));
     }
-    let pad = match args.pad {
+    let mut pad = match args.pad {
         PadSpec::Explicit(p) => p,
         PadSpec::Same => return Err(Error::value("conv_transpose", "pad=\"same\" is not defined for conv_transpose; give explicit padding")),
     };
-    let window = Window { kernel: [w.shape()[2], w.shape()[3]], stride: args.stride, pad, dilation: args.dilation };
+    let (mut stride, mut dilation, mut output_pad) = (args.stride, args.dilation, output_pad);
+    // A lifted 1-D input has a size-1 H axis: the 1-D stride, pad and
+    // output_pad apply to W only, as in `conv`.
+    if lifted {
+        pad = [0, pad[1], 0, pad[3]];
+        stride = [1, stride[1]];
+        dilation = [1, dilation[1]];
+        output_pad = [0, output_pad[1]];
+    }
+    let window = Window { kernel: [w.shape()[2], w.shape()[3]], stride, pad, dilation };
     let mut inputs = vec![x, w];
     if let Some(b) = b {
         inputs.push(b.clone());
@@ -382,4 +391,36 @@ pub fn local_response_norm(x: &Tensor, size: usize, alpha: f32, beta: f32, k: f3
 pub fn bias_const(values: Vec<f32>) -> Result<Tensor> {
     let n = values.len();
     constant(values, vec![n], DType::F16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::{constant, input};
+
+    /// Runs `y` (whose only input is `x`) on the sim with f32 storage.
+    fn run(y: &Tensor, x: &[f32]) -> Vec<f32> {
+        let opts = crate::CompileOptions { precision: crate::Precision::Fp32, ..Default::default() };
+        let c = crate::compile(std::slice::from_ref(y), opts).unwrap();
+        let mut st = c.program.new_state();
+        c.program.input_mut(&mut st, 0).copy_from_slice(x);
+        c.program.run(&mut st);
+        c.program.output(&st, 0).to_vec()
+    }
+
+    #[test]
+    fn conv_transpose_1d_pads_and_strides_only_the_length_axis() {
+        // Bug: the 1-D form padded the lifted size-1 H axis too, so any
+        // pad >= 1 was refused ("padding removes the whole output").
+        let x = input(&[1, 1, 3], DType::F16, None).unwrap();
+        let w = constant(vec![1.0, 2.0, 3.0], vec![1, 1, 3], DType::F16).unwrap();
+        let args = ConvArgs { stride: [2, 2], pad: PadSpec::Explicit([1; 4]), ..Default::default() };
+        let y = conv_transpose(&x, &w, None, &args, [1, 1]).unwrap();
+        // (L - 1) * s - 2p + k + output_pad = 4 - 2 + 3 + 1
+        assert_eq!(y.shape(), &[1, 1, 6]);
+        // full (unpadded) output of [1, 10, 100] is
+        // [1, 2, 13, 20, 130, 200, 300, 0]; pad 1 crops one from each end,
+        // output_pad keeps one extra at the end.
+        assert_eq!(run(&y, &[1.0, 10.0, 100.0]), vec![2.0, 13.0, 20.0, 130.0, 200.0, 300.0]);
+    }
 }
