@@ -3,7 +3,7 @@
 What this proves, for the hand-built programs in
 crates/aneforge-mil/tests/fixtures/mod.rs (conv, matmul+softmax, blob-backed
 linear, relu chain in the iOS16 opset, concat+reduce, one blob per dtype,
-a uint4-palettized weight):
+a uint4-palettized weight, an iOS18 state, a two-function model):
 
 * every .mlpackage loads through coremltools' MIL loader, and the output
   type we declare for every op equals the type coremltools infers;
@@ -36,7 +36,7 @@ ORACLE = ROOT / "tests" / "oracle"
 # Must match fixtures::all() in crates/aneforge-mil/tests/fixtures/mod.rs;
 # test_fixture_list_is_complete catches drift.
 FIXTURES = ["conv", "matmul_softmax", "linear_relu", "relu_chain", "concat_reduce",
-            "blob_dtypes", "lut_linear"]
+            "blob_dtypes", "lut_linear", "state_accumulate", "multifunction"]
 EVALUABLE = [f for f in FIXTURES if f != "conv"]
 
 
@@ -148,6 +148,10 @@ def reference(name, feeds):
         v = ((np.arange(16) * 5) % 11 - 3).astype(np.float32).reshape(4, 4)
         # int8 + uint8 (v+3) + int16 + uint16 (v+3) + int32 + fp32 (v/4)
         return {"c_f32_sum": f32["x"] + 3 * v + 2 * (v + 3) + 0.25 * v}
+    if name == "state_accumulate":
+        return {"y": np.maximum(f32["cache"] + f32["x"], 0)}
+    if name == "multifunction":
+        return {"y": np.maximum(f32["x"], 0)}
     if name == "lut_linear":
         idx = (np.arange(128) * 7) % 16
         w = weight(16)[idx].reshape(16, 8)
@@ -161,7 +165,7 @@ def test_coremltools_evaluation_matches_numpy(name, written, oracle_python, tmp_
     fx = listing[name]
     rng = np.random.default_rng(7)
     feeds = {}
-    for i in fx["inputs"]:
+    for i in fx["states"] + fx["inputs"]:
         dtype, dims = re.match(r"tensor<(\w+),\[([\d,]*)\]>", i["type"]).groups()
         shape = [int(d) for d in dims.split(",") if d]
         feeds[i["name"]] = rng.standard_normal(shape).astype({"fp16": np.float16, "fp32": np.float32}[dtype])

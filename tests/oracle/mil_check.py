@@ -31,7 +31,8 @@ Checks, in order:
 
 With --inputs, main is also evaluated in numpy through coremltools' per-op
 value inference (what it uses for constant folding), and the outputs are
-saved to --outputs. Ops without value inference (conv, pooling, ...) make
+saved to --outputs (state inputs take their initial value from --inputs;
+read_state / write_state act on it). Ops without value inference (conv, pooling, ...) make
 "evaluated" false and name the op in "eval_error".
 """
 
@@ -65,6 +66,8 @@ IO_DTYPES = {
 
 def type_name(t):
     """coremltools' builtin type as 'tensor<fp16,[1,2]>' / 'fp16'."""
+    if types.is_state(t):
+        return "state<%s>" % type_name(t.wrapped_type())
     if types.is_tensor(t):
         dims = ",".join(str(d) for d in t.get_shape())
         return "tensor<%s,[%s]>" % (types.builtin_to_string(t.get_primitive()), dims)
@@ -111,18 +114,32 @@ def structural_errors(spec):
 
 
 def _proto_sig(vt):
+    if vt.WhichOneof("type") == "stateType":
+        vt = vt.stateType.wrappedType
     tt = vt.tensorType
     return tt.dataType, [d.constant.size for d in tt.dimensions]
 
 
 def description_errors(desc, main, block):
+    """The description (or, for a multifunction model, main's
+    FunctionDescription) must list main's ports with matching types."""
+    if desc.functions:
+        if desc.defaultFunctionName != "main":
+            return ["defaultFunctionName is %r, expected 'main'" % desc.defaultFunctionName]
+        found = [f for f in desc.functions if f.name == "main"]
+        if not found:
+            return ["no FunctionDescription for main"]
+        desc = found[0]
     errs = []
     sigs = {i.name: _proto_sig(i.type) for i in main.inputs}
     if block is not None:
         for op in block.operations:
             for o in op.outputs:
                 sigs[o.name] = _proto_sig(o.type)
-    declared = [("input", [i.name for i in main.inputs], desc.input),
+    states = [i.name for i in main.inputs if i.type.WhichOneof("type") == "stateType"]
+    inputs = [i.name for i in main.inputs if i.type.WhichOneof("type") != "stateType"]
+    declared = [("input", inputs, desc.input),
+                ("state", states, desc.state),
                 ("output", list(block.outputs) if block else [], desc.output)]
     for kind, names, feats in declared:
         if [f.name for f in feats] != names:
@@ -130,7 +147,7 @@ def description_errors(desc, main, block):
                         % (kind, [f.name for f in feats], names))
             continue
         for f in feats:
-            arr = f.type.multiArrayType
+            arr = f.type.stateType.arrayType if kind == "state" else f.type.multiArrayType
             dt, dims = sigs[f.name]
             want_dims = dims if dims else [1]
             if IO_DTYPES.get(arr.dataType) != dt or list(arr.shape) != want_dims:
@@ -164,6 +181,14 @@ def evaluate(fn, feeds):
         for name in fn.inputs:
             vals[name] = mb.const(val=feeds[name], name=name + "_in")
         for op in fn.operations:
+            if op.op_type == "read_state":
+                vals[op.outputs[0].name] = vals[op.input.name]
+                continue
+            if op.op_type == "coreml_update_state":
+                # pymil's form of write_state: store, and pass the value on.
+                vals[op.state.name] = vals[op.value.name]
+                vals[op.outputs[0].name] = vals[op.value.name]
+                continue
             if op.op_type == "const" or op.op_type.startswith("constexpr_"):
                 out = op.outputs[0]
                 v = out.val if out.val is not None else op.materialized_val_inference()

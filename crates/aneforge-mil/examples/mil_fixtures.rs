@@ -88,7 +88,9 @@ fn packages(out: &Path) -> Res<()> {
             "opset": fx.program.opset.text_name(),
             "specification_version": fx.program.opset.specification_version(),
             "evaluable": fx.evaluable,
+            "states": named(&main.states),
             "inputs": named(&main.inputs),
+            "functions": fx.program.functions.keys().collect::<Vec<_>>(),
             "ops": ops,
             "outputs": outputs,
         }));

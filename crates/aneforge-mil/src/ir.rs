@@ -217,6 +217,10 @@ impl Operation {
 /// the values it returns.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Function {
+    /// State inputs (iOS18): buffers that persist across calls, read with
+    /// `read_state(input = s)` and updated with `write_state(data = v,
+    /// input = s)`. Listed before the tensor inputs in the signature.
+    pub states: Vec<NamedType>,
     pub inputs: Vec<NamedType>,
     pub ops: Vec<Operation>,
     pub outputs: Vec<String>,
@@ -232,6 +236,14 @@ impl Function {
     pub fn input(&mut self, name: impl Into<String>, ty: TensorType) -> String {
         let name = name.into();
         self.inputs.push(NamedType::new(name.clone(), ty));
+        name
+    }
+
+    /// Declares a state input (iOS18) holding a tensor of type `ty` and
+    /// returns its name.
+    pub fn state(&mut self, name: impl Into<String>, ty: TensorType) -> String {
+        let name = name.into();
+        self.states.push(NamedType::new(name.clone(), ty));
         name
     }
 
@@ -262,8 +274,9 @@ impl Function {
 
     /// Type of a value defined in this function (input or op output).
     pub fn value_type(&self, name: &str) -> Option<&TensorType> {
-        self.inputs
+        self.states
             .iter()
+            .chain(&self.inputs)
             .chain(self.ops.iter().flat_map(|o| o.outputs.iter()))
             .find(|n| n.name == name)
             .map(|n| &n.ty)
@@ -358,7 +371,13 @@ impl Program {
         for (fname, f) in &self.functions {
             check_ident(fname, "function name")?;
             let mut defined: HashMap<&str, &TensorType> = HashMap::new();
-            for i in &f.inputs {
+            if !f.states.is_empty() && self.opset < Opset::Ios18 {
+                return Err(Error::invalid(format!(
+                    "{fname}: state inputs need the iOS18 opset, the program targets {}",
+                    self.opset.text_name()
+                )));
+            }
+            for i in f.states.iter().chain(&f.inputs) {
                 check_ident(&i.name, &format!("{fname}: input name"))?;
                 if i.ty.dtype == DType::String {
                     return Err(Error::invalid(format!(

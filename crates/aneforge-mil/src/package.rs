@@ -60,17 +60,6 @@ pub fn to_model_proto(
     };
 
     let spec_version = program.opset.specification_version();
-    let mut input = Vec::new();
-    for i in &main.inputs {
-        input.push(feature(&i.name, &i.ty, spec_version)?);
-    }
-    let mut output = Vec::new();
-    for o in &main.outputs {
-        let ty = main
-            .value_type(o)
-            .ok_or_else(|| Error::invalid(format!("main: output `{o}` has no type")))?;
-        output.push(feature(o, ty, spec_version)?);
-    }
     let metadata = (!user_metadata.is_empty()).then(|| spec::Metadata {
         user_defined: user_metadata
             .iter()
@@ -78,14 +67,39 @@ pub fn to_model_proto(
             .collect(),
         ..Default::default()
     });
-    Ok(spec::Model {
-        specification_version: spec_version,
-        description: Some(spec::ModelDescription {
-            input,
-            output,
+    // One function: its ports are the model's. Several (iOS18+): each gets
+    // a FunctionDescription and `main` is the default, as coremltools'
+    // multifunction export does.
+    let description = if program.functions.len() == 1 {
+        let d = describe("main", main, spec_version)?;
+        spec::ModelDescription {
+            input: d.input,
+            output: d.output,
+            state: d.state,
             metadata,
             ..Default::default()
-        }),
+        }
+    } else {
+        if spec_version < 9 {
+            return Err(Error::unsupported(
+                "a model with several functions needs the iOS18 opset",
+            ));
+        }
+        let functions = program
+            .functions
+            .iter()
+            .map(|(name, f)| describe(name, f, spec_version))
+            .collect::<Result<_>>()?;
+        spec::ModelDescription {
+            functions,
+            default_function_name: "main".to_string(),
+            metadata,
+            ..Default::default()
+        }
+    };
+    Ok(spec::Model {
+        specification_version: spec_version,
+        description: Some(description),
         is_updatable: false,
         r#type: Some(spec::model::Type::MlProgram(ml_program)),
     })
@@ -184,9 +198,66 @@ fn uuid_from(bytes: &[u8], seed: u64) -> String {
     )
 }
 
-/// The model description entry for an input or output. Core ML I/O is
-/// multi-arrays of fp16 (spec ≥ 7), fp32, fp64 or int32 only.
+/// The description of one function's ports (inputs, outputs, states).
+fn describe(name: &str, f: &Function, spec_version: i32) -> Result<spec::FunctionDescription> {
+    let mut d = spec::FunctionDescription {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    for i in &f.inputs {
+        d.input.push(feature(&i.name, &i.ty, spec_version)?);
+    }
+    for o in &f.outputs {
+        let ty = f
+            .value_type(o)
+            .ok_or_else(|| Error::invalid(format!("{name}: output `{o}` has no type")))?;
+        d.output.push(feature(o, ty, spec_version)?);
+    }
+    for st in &f.states {
+        // Core ML keeps state in fp16 only.
+        if st.ty.dtype != DType::Fp16 {
+            return Err(Error::unsupported(format!(
+                "{name}: state `{}` is {}; Core ML states must be fp16",
+                st.name,
+                st.ty.dtype.mil_name()
+            )));
+        }
+        let array = array_type(&st.name, &st.ty, spec_version)?;
+        d.state.push(spec::FeatureDescription {
+            name: st.name.clone(),
+            short_description: String::new(),
+            r#type: Some(spec::FeatureType {
+                is_optional: false,
+                r#type: Some(spec::feature_type::Type::StateType(
+                    spec::StateFeatureType {
+                        r#type: Some(spec::state_feature_type::Type::ArrayType(array)),
+                    },
+                )),
+            }),
+        });
+    }
+    Ok(d)
+}
+
+/// The model description entry for an input or output.
 fn feature(name: &str, ty: &TensorType, spec_version: i32) -> Result<spec::FeatureDescription> {
+    Ok(spec::FeatureDescription {
+        name: name.to_string(),
+        short_description: String::new(),
+        r#type: Some(spec::FeatureType {
+            is_optional: false,
+            r#type: Some(spec::feature_type::Type::MultiArrayType(array_type(
+                name,
+                ty,
+                spec_version,
+            )?)),
+        }),
+    })
+}
+
+/// A port's array type. Core ML I/O is multi-arrays of fp16 (spec >= 7),
+/// fp32 or int32 (fp64 exists but ANEForge never produces it).
+fn array_type(name: &str, ty: &TensorType, spec_version: i32) -> Result<spec::ArrayFeatureType> {
     use spec::array_feature_type::ArrayDataType as A;
     let data_type = match ty.dtype {
         DType::Fp16 if spec_version >= 7 => A::Float16,
@@ -205,19 +276,10 @@ fn feature(name: &str, ty: &TensorType, spec_version: i32) -> Result<spec::Featu
     } else {
         ty.shape.iter().map(|&d| d as i64).collect()
     };
-    Ok(spec::FeatureDescription {
-        name: name.to_string(),
-        short_description: String::new(),
-        r#type: Some(spec::FeatureType {
-            is_optional: false,
-            r#type: Some(spec::feature_type::Type::MultiArrayType(
-                spec::ArrayFeatureType {
-                    shape,
-                    data_type: data_type as i32,
-                    ..Default::default()
-                },
-            )),
-        }),
+    Ok(spec::ArrayFeatureType {
+        shape,
+        data_type: data_type as i32,
+        ..Default::default()
     })
 }
 
@@ -227,7 +289,19 @@ struct Lowerer<'a> {
 
 impl Lowerer<'_> {
     fn function(&self, f: &Function, opset: &str) -> Result<mil::Function> {
-        let inputs = f.inputs.iter().map(|i| named(&i.name, &i.ty)).collect();
+        let inputs = f
+            .states
+            .iter()
+            .map(|st| mil::NamedValueType {
+                name: st.name.clone(),
+                r#type: Some(mil::ValueType {
+                    r#type: Some(mil::value_type::Type::StateType(Box::new(mil::StateType {
+                        wrapped_type: Some(Box::new(value_type(&st.ty))),
+                    }))),
+                }),
+            })
+            .chain(f.inputs.iter().map(|i| named(&i.name, &i.ty)))
+            .collect();
         let mut operations = Vec::with_capacity(f.ops.len());
         for op in &f.ops {
             operations.push(self.operation(op)?);

@@ -78,9 +78,14 @@ struct TextWriter<'a> {
 impl TextWriter<'_> {
     fn function(&self, s: &mut String, name: &str, opset: &str, f: &Function) -> Result<()> {
         let inputs: Vec<String> = f
-            .inputs
+            .states
             .iter()
-            .map(|i| format!("{} {}", self.ty(&i.ty), i.name))
+            .map(|i| format!("state<{}> {}", crate::ir::fmt_type(&i.ty), i.name))
+            .chain(
+                f.inputs
+                    .iter()
+                    .map(|i| format!("{} {}", self.ty(&i.ty), i.name)),
+            )
             .collect();
         let _ = writeln!(s, "    func {name}<{opset}>({}) {{", inputs.join(", "));
         for op in &f.ops {

@@ -225,3 +225,42 @@ fn io_dtypes_core_ml_cannot_carry_are_rejected() {
     let err = to_model_proto(&p, &[], &BTreeMap::new()).expect_err("int8 I/O");
     assert!(err.to_string().contains("int8"), "{err}");
 }
+
+#[test]
+fn states_are_typed_and_described_as_states() {
+    let p = fixtures::state_accumulate();
+    let m = to_model_proto(&p, &[], &BTreeMap::new()).expect("lowers");
+    let (f, _) = main_block(&m);
+    assert_eq!(f.inputs[0].name, "cache");
+    assert!(matches!(
+        f.inputs[0].r#type.as_ref().and_then(|t| t.r#type.as_ref()),
+        Some(mil::value_type::Type::StateType(_))
+    ));
+    let d = m.description.expect("description");
+    assert_eq!(
+        d.input.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        ["x"]
+    );
+    assert_eq!(d.state.len(), 1);
+    assert!(matches!(
+        d.state[0].r#type.as_ref().and_then(|t| t.r#type.as_ref()),
+        Some(spec::feature_type::Type::StateType(_))
+    ));
+
+    let mut old = fixtures::state_accumulate();
+    old.opset = Opset::Ios17;
+    let err = old.validate().expect_err("states need iOS18");
+    assert!(err.to_string().contains("iOS18"), "{err}");
+}
+
+#[test]
+fn several_functions_are_described_per_function() {
+    let p = fixtures::multifunction();
+    let m = to_model_proto(&p, &[], &BTreeMap::new()).expect("lowers");
+    let d = m.description.expect("description");
+    assert_eq!(d.default_function_name, "main");
+    let names: Vec<&str> = d.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["main", "scale"]);
+    assert!(d.input.is_empty() && d.output.is_empty());
+    assert_eq!(d.functions[1].output[0].name, "z");
+}
