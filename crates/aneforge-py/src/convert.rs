@@ -38,7 +38,7 @@ pub fn origin(py: Python<'_>) -> Option<String> {
 
 /// Runs a core builder call with the user's code location recorded.
 pub fn build<T>(py: Python<'_>, f: impl FnOnce() -> aneforge::Result<T>) -> PyResult<T> {
-    aneforge::error::with_origin(origin(py), f).py()
+    aneforge::error::build_at(origin(py), f).py()
 }
 
 /// A numpy-convertible object as (f32 values, shape); non-numeric data is a TypeError.
@@ -124,7 +124,10 @@ pub fn dims(shape: &[i64], op: &str) -> PyResult<Vec<usize>> {
             if d <= 0 {
                 Err(crate::errors::af_err(
                     "ShapeError",
-                    format!("{op}: shape {shape:?} has a dimension {d}; every dimension must be >= 1"),
+                    format!(
+                        "{op}: shape {shape:?} has a dimension {d}; every dimension must be >= 1{}",
+                        Python::attach(origin).map(|o| format!(" (built at {o})")).unwrap_or_default()
+                    ),
                 ))
             } else {
                 Ok(d as usize)

@@ -6,7 +6,6 @@ use crate::tensor::PyTensor;
 use aneforge::backend::sim::SimState;
 use aneforge::{CompileOptions, Compiled, DType, Numerics, Precision, Tensor};
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use numpy::{PyArrayDyn, PyArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -132,7 +131,7 @@ fn feed(py: Python<'_>, live: &mut Live, k: usize, arr: &Bound<'_, PyAny>) -> Py
             let a = np.call_method1("ascontiguousarray", (a,))?;
             let arr = a.cast::<PyArrayDyn<f16>>()?.readonly();
             let s = arr.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?;
-            s.convert_to_f32_slice(slot);
+            aneforge::numerics::f16_to_f32(s, slot);
         }
         (DType::F16, "float32" | "float64") => {
             let a = np.call_method1("ascontiguousarray", (a, "float32"))?;
@@ -169,7 +168,7 @@ fn fetch<'py>(py: Python<'py>, live: &Live, k: usize) -> PyResult<Bound<'py, PyA
             {
                 let mut w = a.readwrite();
                 let s = w.as_slice_mut().map_err(|e| PyValueError::new_err(e.to_string()))?;
-                s.convert_from_f32_slice(data);
+                aneforge::numerics::f32_to_f16(data, s);
             }
             Ok(a.into_any())
         }

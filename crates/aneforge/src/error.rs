@@ -45,6 +45,15 @@ pub fn with_origin<T>(origin: Option<String>, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// [`with_origin`] for a builder call: an error that does not yet say where
+/// it was built gets `origin` appended, so every builder error (also those
+/// raised by composite builders before any node exists) names the user's
+/// line.
+pub fn build_at<T>(origin: Option<String>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let tag = origin.clone();
+    with_origin(origin, f).map_err(|e| e.at(tag.as_deref()))
+}
+
 pub fn current_origin() -> Option<String> {
     ORIGIN.with(|o| o.borrow().clone())
 }
@@ -64,8 +73,12 @@ impl Error {
     }
 
     /// Appends "(built at file:line)" so the user finds the offending line.
+    /// An error already tagged keeps its first (innermost) location.
     pub fn at(self, origin: Option<&str>) -> Error {
         let Some(o) = origin else { return self };
+        if self.to_string().contains(" (built at ") {
+            return self;
+        }
         let tag = format!(" (built at {o})");
         match self {
             Error::Shape { op, msg } => Error::Shape { op, msg: msg + &tag },
@@ -87,4 +100,20 @@ macro_rules! bail_shape {
 #[macro_export]
 macro_rules! bail_value {
     ($op:expr, $($arg:tt)*) => { return Err($crate::error::Error::value($op, format!($($arg)*))) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_errors_name_the_building_line_once() {
+        // Bug: errors raised by composite builders (conv's rank check,
+        // linear, the norms, ...) before any node was built carried no
+        // location at all.
+        let e = build_at::<()>(Some("model.py:7".into()), || Err(Error::shape("linear", "weight must be [out, in]"))).unwrap_err();
+        assert_eq!(e.to_string(), "linear: weight must be [out, in] (built at model.py:7)");
+        let twice = e.clone().at(Some("other.py:1"));
+        assert_eq!(twice, e);
+    }
 }

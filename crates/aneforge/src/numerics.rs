@@ -6,8 +6,8 @@
 //! Holding fp16 values in f32 lanes is bit-for-bit the same numerics as fp16
 //! storage and lets kernels (GEMM above all) run at f32 speed.
 
-use half::slice::HalfFloatSliceExt;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Rounds one value to fp16 precision.
@@ -16,23 +16,237 @@ pub fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
-const CHUNK: usize = 1024;
-
-/// Rounds a slice in place to fp16 precision. Uses half's slice
-/// conversions, which pick F16C at run time, through a stack buffer.
-pub fn round_f16_slice(xs: &mut [f32]) {
-    let work = |c: &mut [f32]| {
-        let mut tmp = [f16::ZERO; CHUNK];
-        for part in c.chunks_mut(CHUNK) {
-            let t = &mut tmp[..part.len()];
-            t.convert_from_f32_slice(part);
-            t.convert_to_f32_slice(part);
-        }
-    };
-    if xs.len() >= 1 << 16 {
-        xs.par_chunks_mut(1 << 14).for_each(work);
+/// Rounds to fp16 precision with integer and float ops only, so loops over
+/// it vectorise (the reductions' fp16 accumulators use it). Bit-exact with
+/// IEEE conversion: ties to even, overflow to ±inf, fp16 subnormals kept.
+#[inline(always)]
+pub fn round_f16_fast(x: f32) -> f32 {
+    let b = x.to_bits();
+    let sign = b & 0x8000_0000;
+    let abs = b & 0x7fff_ffff;
+    // Normal fp16 range: keep 10 mantissa bits, round half to even.
+    let r = (abs + 0x0fff + ((abs >> 13) & 1)) & !0x1fff;
+    let normal = if r > 0x477f_e000 { 0x7f80_0000 } else { r };
+    // Subnormal range: adding 0.5 makes the f32 ulp 2^-24, the fp16 subnormal step.
+    let sub = ((f32::from_bits(abs) + 0.5) - 0.5).to_bits();
+    let out = if abs >= 0x7f80_0000 {
+        abs | (b & 0x0040_0000) | if abs > 0x7f80_0000 { 0x0040_0000 } else { 0 }
+    } else if abs < 0x3880_0000 {
+        sub
     } else {
-        work(xs);
+        normal
+    };
+    f32::from_bits(sign | out)
+}
+
+/// Sum with 16 independent accumulators (vectorises; f32 statistics).
+#[inline]
+pub fn sum_f32(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut c = xs.chunks_exact(16);
+    for v in &mut c {
+        for k in 0..16 {
+            acc[k] += v[k];
+        }
+    }
+    let mut s: f32 = c.remainder().iter().sum();
+    for a in acc {
+        s += a;
+    }
+    s
+}
+
+/// Max with 16 independent lanes.
+#[inline]
+pub fn max_f32(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut c = xs.chunks_exact(16);
+    for v in &mut c {
+        for k in 0..16 {
+            acc[k] = acc[k].max(v[k]);
+        }
+    }
+    let mut m = c.remainder().iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    for a in acc {
+        m = m.max(a);
+    }
+    m
+}
+
+/// Below this many elements a conversion runs on one thread.
+const PAR_MIN: usize = 1 << 17;
+const PAR_CHUNK: usize = 1 << 15;
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+mod simd {
+    use std::arch::x86_64::*;
+    const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    pub const LANES: usize = 16;
+
+    #[inline]
+    pub fn round(xs: &mut [f32]) {
+        let mut c = xs.chunks_exact_mut(LANES);
+        for v in &mut c {
+            // SAFETY: the chunk holds exactly 16 f32; avx512f is enabled at compile time.
+            unsafe {
+                let x = _mm512_loadu_ps(v.as_ptr());
+                _mm512_storeu_ps(v.as_mut_ptr(), _mm512_cvtph_ps(_mm512_cvtps_ph::<RNE>(x)));
+            }
+        }
+        super::round_scalar(c.into_remainder());
+    }
+
+    #[inline]
+    pub fn to_f32(src: &[half::f16], dst: &mut [f32]) {
+        let mut s = src.chunks_exact(LANES);
+        let mut d = dst.chunks_exact_mut(LANES);
+        for (a, b) in (&mut s).zip(&mut d) {
+            // SAFETY: 16 f16 in, 16 f32 out.
+            unsafe {
+                let h = _mm256_loadu_si256(a.as_ptr() as *const __m256i);
+                _mm512_storeu_ps(b.as_mut_ptr(), _mm512_cvtph_ps(h));
+            }
+        }
+        for (a, b) in s.remainder().iter().zip(d.into_remainder()) {
+            *b = a.to_f32();
+        }
+    }
+
+    #[inline]
+    pub fn to_f16(src: &[f32], dst: &mut [half::f16]) {
+        let mut s = src.chunks_exact(LANES);
+        let mut d = dst.chunks_exact_mut(LANES);
+        for (a, b) in (&mut s).zip(&mut d) {
+            // SAFETY: 16 f32 in, 16 f16 out.
+            unsafe {
+                let x = _mm512_loadu_ps(a.as_ptr());
+                _mm256_storeu_si256(b.as_mut_ptr() as *mut __m256i, _mm512_cvtps_ph::<RNE>(x));
+            }
+        }
+        for (a, b) in s.remainder().iter().zip(d.into_remainder()) {
+            *b = half::f16::from_f32(*a);
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+mod simd {
+    use half::slice::HalfFloatSliceExt;
+    #[inline]
+    pub fn round(xs: &mut [f32]) {
+        super::round_scalar(xs)
+    }
+    #[inline]
+    pub fn to_f32(src: &[half::f16], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst)
+    }
+    #[inline]
+    pub fn to_f16(src: &[f32], dst: &mut [half::f16]) {
+        dst.convert_from_f32_slice(src)
+    }
+}
+
+/// Portable rounding through half's slice conversions (F16C/NEON when present).
+fn round_scalar(xs: &mut [f32]) {
+    let mut tmp = [f16::ZERO; 256];
+    for part in xs.chunks_mut(256) {
+        let t = &mut tmp[..part.len()];
+        t.convert_from_f32_slice(part);
+        t.convert_to_f32_slice(part);
+    }
+}
+
+/// Rounds a slice in place to fp16 precision (ties to even, overflow → ±inf).
+pub fn round_f16_slice(xs: &mut [f32]) {
+    if xs.len() >= PAR_MIN {
+        xs.par_chunks_mut(PAR_CHUNK).for_each(simd::round);
+    } else {
+        simd::round(xs);
+    }
+}
+
+/// fp16 → f32 for port I/O.
+pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
+    if src.len() >= PAR_MIN {
+        src.par_chunks(PAR_CHUNK).zip(dst.par_chunks_mut(PAR_CHUNK)).for_each(|(s, d)| simd::to_f32(s, d));
+    } else {
+        simd::to_f32(src, dst);
+    }
+}
+
+/// f32 → fp16 (round to nearest even) for port I/O.
+pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+    if src.len() >= PAR_MIN {
+        src.par_chunks(PAR_CHUNK).zip(dst.par_chunks_mut(PAR_CHUNK)).for_each(|(s, d)| simd::to_f16(s, d));
+    } else {
+        simd::to_f16(src, dst);
+    }
+}
+
+// Branch-free transcendental functions. Their error (a few f32 ulps) is far
+// below the fp16 rounding that follows, and loops over them vectorise,
+// unlike calls into libm.
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+
+/// e^x, relative error < 2e-7; overflow → +inf, underflow → 0.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let xc = x.clamp(-87.0, 88.0);
+    let n = (xc * LOG2E).round_ties_even();
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    let y = p * scale;
+    if x > 88.7 {
+        f32::INFINITY
+    } else if x < -87.3 {
+        0.0
+    } else if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// tanh: a Taylor series near 0 (no cancellation), exp form elsewhere.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let x2 = x * x;
+    let small = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0 + x2 * (62.0 / 2835.0 + x2 * (-1382.0 / 155925.0))))));
+    let e = exp(-2.0 * a);
+    let big = ((1.0 - e) / (1.0 + e)).copysign(x);
+    if a < 0.4 {
+        small
+    } else {
+        big
+    }
+}
+
+/// The error function: Taylor series near 0, Abramowitz–Stegun 7.1.26
+/// (|error| < 1.5e-7) elsewhere.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let x2 = x * x;
+    let small = std::f32::consts::FRAC_2_SQRT_PI
+        * x
+        * (1.0 + x2 * (-1.0 / 3.0 + x2 * (1.0 / 10.0 + x2 * (-1.0 / 42.0 + x2 * (1.0 / 216.0 + x2 * (-1.0 / 1320.0))))));
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let big = (1.0 - poly * exp(-x2)).copysign(x);
+    if a < 0.5 {
+        small
+    } else {
+        big
     }
 }
 
@@ -43,24 +257,6 @@ pub fn round_int(x: f32, lo: f32, hi: f32) -> f32 {
         return 0.0;
     }
     x.round_ties_even().clamp(lo, hi)
-}
-
-/// The error function, |error| < 1.2e-7 (ample for fp16 outputs).
-/// Computed in f64 with the erfc continued-fraction-free Chebyshev fit of
-/// Numerical Recipes' `erfcc` form, which is accurate across the range.
-#[inline]
-pub fn erf(x: f32) -> f32 {
-    let z = (x as f64).abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.26551223
-        + t * (1.00002368
-            + t * (0.37409196
-                + t * (0.09678418
-                    + t * (-0.18628806
-                        + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
-    let erfc = t * poly.exp();
-    let r = 1.0 - erfc;
-    (if x >= 0.0 { r } else { -r }) as f32
 }
 
 /// Adds in fp16, rounding after each step like the engine's reduce unit.
@@ -88,8 +284,49 @@ mod tests {
     #[test]
     fn erf_is_accurate() {
         // Reference values of erf from tables.
-        for (x, e) in [(0.0, 0.0), (0.5, 0.520_499_9), (1.0, 0.842_700_8), (2.0, 0.995_322_3), (-1.5, -0.966_105_1)] {
-            assert!((erf(x) - e).abs() < 2e-7, "erf({x}) = {} vs {e}", erf(x));
+        for (x, e) in [(0.0, 0.0), (0.1, 0.112_462_92), (0.5, 0.520_499_9), (1.0, 0.842_700_8), (2.0, 0.995_322_3), (-1.5, -0.966_105_1)] {
+            assert!((erf(x) - e).abs() < 3e-7, "erf({x}) = {} vs {e}", erf(x));
+        }
+    }
+
+    #[test]
+    fn fast_transcendentals_match_libm() {
+        for i in -2000..2000 {
+            let x = i as f32 * 0.01;
+            let rel = |a: f32, b: f32| ((a - b) / b.abs().max(1e-30)).abs();
+            assert!(rel(exp(x), x.exp()) < 4e-7, "exp({x})");
+            assert!(rel(tanh(x), x.tanh()) < 1e-6 || (tanh(x) - x.tanh()).abs() < 1e-7, "tanh({x})");
+            assert!((sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs() < 1e-6, "sigmoid({x})");
+        }
+        assert_eq!(exp(100.0), f32::INFINITY);
+        assert_eq!(exp(-100.0), 0.0);
+        assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn fast_rounding_is_bit_exact() {
+        let mut x = 1.0e-9f32;
+        while x < 1.0e6 {
+            for v in [x, -x, x * 1.000_31, x * 0.999_7] {
+                assert_eq!(round_f16_fast(v).to_bits(), round_f16(v).to_bits(), "{v:e}");
+            }
+            x *= 1.013;
+        }
+        for v in [65504.0f32, 65519.0, 65520.0, f32::INFINITY, -f32::INFINITY, 0.0, -0.0, 6.1e-5, 5.96e-8, 2.98e-8, 2.99e-8] {
+            assert_eq!(round_f16_fast(v).to_bits(), round_f16(v).to_bits(), "{v:e}");
+        }
+        assert!(round_f16_fast(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn io_conversions_round_trip() {
+        let xs: Vec<f32> = (0..1000).map(|i| i as f32 * 0.37 - 100.0).collect();
+        let mut h = vec![f16::ZERO; xs.len()];
+        f32_to_f16(&xs, &mut h);
+        let mut back = vec![0.0; xs.len()];
+        f16_to_f32(&h, &mut back);
+        for (a, b) in xs.iter().zip(&back) {
+            assert_eq!(round_f16(*a), *b);
         }
     }
 

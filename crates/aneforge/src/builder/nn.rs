@@ -146,12 +146,13 @@ pub fn matmul_t(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) ->
     let a2 = if a1 { reshape(a, &[1, a.shape()[0]])? } else { a.clone() };
     let b2 = if b1 { reshape(b, &[b.shape()[0], 1])? } else { b.clone() };
     let op = MatMul { transpose_a, transpose_b, bias: false, act: None };
-    let y = Tensor::build(Op::MatMul(op), vec![a2, b2]).map_err(|e| {
-        if a1 || b1 {
-            Error::shape("matmul", format!("{} (operands {} and {})", e, fmt_shape(a.shape()), fmt_shape(b.shape())))
-        } else {
-            e
+    // For promoted 1-D operands, name the shapes the user passed (the
+    // message is rebuilt, not nested, so "matmul:" and the location appear once).
+    let y = Tensor::build(Op::MatMul(op), vec![a2, b2]).map_err(|e| match e {
+        Error::Shape { op, msg } if a1 || b1 => {
+            Error::shape(op, format!("operands {} and {}: {msg}", fmt_shape(a.shape()), fmt_shape(b.shape())))
         }
+        e => e,
     })?;
     if !a1 && !b1 {
         return Ok(y);

@@ -107,9 +107,13 @@ impl Tensor {
         Arc::as_ptr(&self.0) as usize
     }
 
-    /// Errors that point at this tensor's construction site.
+    /// Errors about an op applied to this tensor: they point at the user's
+    /// line building that op (the current origin), falling back to where
+    /// this tensor was built when nothing is being built from user code.
+    /// (Pointing at the tensor's own origin sent users to the line that
+    /// created `x`, not to the `x.reshape(...)` that failed.)
     pub fn err_here(&self, e: Error) -> Error {
-        e.at(self.0.origin.as_deref())
+        e.at(current_origin().as_deref().or(self.0.origin.as_deref()))
     }
 }
 

@@ -4,7 +4,7 @@ use super::{expect_float, expect_inputs, Cost, EvalCtx, OpDef, View};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fact::{broadcast_shapes, Fact};
-use crate::numerics::{erf, round_int};
+use crate::numerics::{erf, exp, round_int, sigmoid, tanh};
 use rayon::prelude::*;
 
 /// Elements per parallel task; below twice this, loops run on one thread.
@@ -154,32 +154,32 @@ impl Unary {
                 if x > 0.0 {
                     x
                 } else {
-                    a * (x.exp() - 1.0)
+                    a * (exp(x) - 1.0)
                 }
             }
-            Silu => x / (1.0 + (-x).exp()),
-            Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Silu => x * sigmoid(x),
+            Sigmoid => sigmoid(x),
             HardSigmoid { alpha, beta } => min(max(alpha * x + beta, 0.0), 1.0),
             HardSwish => x * min(max(x + 3.0, 0.0), 6.0) / 6.0,
             Gelu(GeluMode::Exact) => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
             Gelu(GeluMode::Tanh) => {
                 let c = (2.0f32 / std::f32::consts::PI).sqrt();
-                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+                0.5 * x * (1.0 + tanh(c * (x + 0.044715 * x * x * x)))
             }
             Softplus => {
                 // log1p(exp(x)) without overflow for large x.
                 if x > 20.0 {
                     x
                 } else {
-                    x.exp().ln_1p()
+                    exp(x).ln_1p()
                 }
             }
             Softsign => x / (1.0 + x.abs()),
-            Tanh => x.tanh(),
-            ScaledTanh { alpha, beta } => alpha * (beta * x).tanh(),
+            Tanh => tanh(x),
+            ScaledTanh { alpha, beta } => alpha * tanh(beta * x),
             Threshold(a) => max(x, a),
             Clip { lo, hi } => min(max(x, lo), hi),
-            Exp => x.exp(),
+            Exp => exp(x),
             Exp2 => x.exp2(),
             Log => x.ln(),
             Sqrt => x.sqrt(),
@@ -244,20 +244,7 @@ impl OpDef for Unary {
         Ok(x.clone())
     }
     fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
-        let f = *self;
-        let ieee = ctx.ieee;
-        let x = ins[0].data;
-        if out.len() >= 2 * PAR_CHUNK {
-            out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(|(o, i)| {
-                for (o, &v) in o.iter_mut().zip(i) {
-                    *o = f.apply(v, ieee);
-                }
-            });
-        } else {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = f.apply(v, ieee);
-            }
-        }
+        self.apply_slice(ins[0].data, out, ctx.ieee);
     }
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
         Cost { flops: out.numel() as f64 * self.flops_per_elem() }
@@ -267,6 +254,40 @@ impl OpDef for Unary {
 impl Unary {
     pub fn is_exact(&self) -> bool {
         self.exact()
+    }
+
+    /// `out[i] = f(x[i])`. The match happens once, outside the loop, so each
+    /// op gets its own monomorphised loop that the compiler can vectorise.
+    pub fn apply_slice(&self, x: &[f32], out: &mut [f32], ieee: bool) {
+        // Each arm names its variant as a constant so that, once `apply` is
+        // inlined, the inner match folds away and the loop vectorises.
+        macro_rules! arms {
+            ($($v:ident $(($($f:ident),*))? $({$($g:ident),*})?),* $(,)?) => {
+                match *self {
+                    $(Unary::$v $(($($f),*))? $({$($g),*})? => map_slice(x, out, move |a| Unary::$v $(($($f),*))? $({$($g),*})?.apply(a, ieee)),)*
+                }
+            };
+        }
+        arms!(
+            Relu, Relu6, LeakyRelu(p), Elu(p), Silu, Sigmoid, HardSigmoid { alpha, beta }, HardSwish, Gelu(m),
+            Softplus, Softsign, Tanh, ScaledTanh { alpha, beta }, Threshold(p), Clip { lo, hi }, Exp, Exp2, Log,
+            Sqrt, Rsqrt, Reciprocal, Square, Abs, Sign, Neg, Sin, Cos, Atan, Erf, Floor, Ceil, Round, LogicalNot,
+        )
+    }
+}
+
+/// Applies `f` elementwise, in parallel chunks for large slices.
+#[inline(always)]
+pub(crate) fn map_slice(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send + Copy) {
+    let run = |o: &mut [f32], i: &[f32]| {
+        for (o, &v) in o.iter_mut().zip(i) {
+            *o = f(v);
+        }
+    };
+    if out.len() >= 2 * PAR_CHUNK {
+        out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(|(o, i)| run(o, i));
+    } else {
+        run(out, x);
     }
 }
 

@@ -40,7 +40,7 @@ impl OpDef for Softmax {
                     }
                     let mut s = 0.0f32;
                     for i in 0..n {
-                        let e = (xs[i * inner + j] - m).exp();
+                        let e = crate::numerics::exp(xs[i * inner + j] - m);
                         o[i * inner + j] = e;
                         s += e;
                     }
@@ -62,13 +62,13 @@ impl OpDef for Softmax {
 }
 
 fn softmax_row(xs: &[f32], o: &mut [f32], log: bool) {
-    let m = xs.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-    let mut s = 0.0f32;
+    use crate::numerics::{exp, max_f32, sum_f32};
+    let m = max_f32(xs);
+    // Separate passes keep each loop free of a carried dependency, so they vectorise.
     for (o, &v) in o.iter_mut().zip(xs) {
-        let e = (v - m).exp();
-        *o = e;
-        s += e;
+        *o = exp(v - m);
     }
+    let s = sum_f32(o);
     if log {
         let ls = m + s.ln();
         for (o, &v) in o.iter_mut().zip(xs) {
@@ -144,14 +144,13 @@ impl OpDef for Norm {
         let (kind, eps) = (self.kind, self.eps);
         let body = |(o, xs): (&mut [f32], &[f32])| {
             let inv_n = 1.0 / n as f32;
-            let (mean, var) = match kind {
-                NormKind::Layer => {
-                    let mean = xs.iter().sum::<f32>() * inv_n;
-                    let var = xs.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() * inv_n;
-                    (mean, var)
-                }
-                NormKind::Rms => (0.0, xs.iter().map(|&v| v * v).sum::<f32>() * inv_n),
-            };
+            use crate::numerics::sum_f32;
+            // Two passes (mean, then centred squares) avoid the cancellation of E[x²] − E[x]².
+            let mean = if kind == NormKind::Layer { sum_f32(xs) * inv_n } else { 0.0 };
+            for (o, &v) in o.iter_mut().zip(xs) {
+                *o = (v - mean) * (v - mean);
+            }
+            let var = sum_f32(o) * inv_n;
             let r = 1.0 / (var + eps).sqrt();
             for (i, (o, &v)) in o.iter_mut().zip(xs).enumerate() {
                 let mut y = (v - mean) * r;

@@ -8,7 +8,7 @@
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::Result;
 use crate::fact::{fmt_shape, norm_axes, norm_axis, strides_of, Fact};
-use crate::numerics::round_f16;
+use crate::numerics::{round_f16, round_f16_fast};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +140,168 @@ impl OpDef for Reduce {
     }
     fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
         let x = ins[0];
+        let r = x.shape.len();
+        let (a0, a1) = (self.axes.first().copied().unwrap_or(0), self.axes.last().map_or(0, |a| a + 1));
+        let contiguous = self.axes.len() == a1 - a0;
+        let kind = self.kind;
+        let acc16 = ctx.fp16_accumulate();
+        if contiguous && !self.axes.is_empty() {
+            let outer: usize = x.shape[..a0].iter().product();
+            let n: usize = x.shape[a0..a1].iter().product();
+            let inner: usize = x.shape[a1..r].iter().product();
+            if inner == 1 {
+                reduce_rows(kind, x.data, out, n, acc16);
+            } else {
+                reduce_columns(kind, x.data, out, outer, n, inner, acc16);
+            }
+            return;
+        }
+        self.eval_general(x, out, ctx);
+    }
+    fn cost(&self, ins: &[&Fact], _: &Fact) -> Cost {
+        Cost { flops: ins[0].numel() as f64 }
+    }
+}
+
+/// How a reduction kind maps each value, folds, and finishes.
+#[derive(Clone, Copy)]
+struct Fold {
+    init: f32,
+    kind: ReduceKind,
+    acc16: bool,
+}
+
+impl Fold {
+    fn new(kind: ReduceKind, acc16: bool) -> Fold {
+        use ReduceKind::*;
+        let init = match kind {
+            Max => f32::NEG_INFINITY,
+            Min => f32::INFINITY,
+            Prod => 1.0,
+            _ => 0.0,
+        };
+        Fold { init, kind, acc16 }
+    }
+    /// `shift` is the row maximum for log_sum_exp, 0 otherwise.
+    #[inline(always)]
+    fn step(&self, acc: f32, v: f32, shift: f32) -> f32 {
+        use ReduceKind::*;
+        let add = |a: f32, b: f32| if self.acc16 { round_f16_fast(a + b) } else { a + b };
+        match self.kind {
+            Sum | Mean | LogSum => add(acc, v),
+            L1Norm => add(acc, v.abs()),
+            L2Norm | SumSquare => add(acc, v * v),
+            LogSumExp => add(acc, crate::numerics::exp(v - shift)),
+            Max => acc.max(v),
+            Min => acc.min(v),
+            Prod => acc * v,
+        }
+    }
+    #[inline(always)]
+    fn finish(&self, acc: f32, n: usize, shift: f32) -> f32 {
+        use ReduceKind::*;
+        match self.kind {
+            Mean => acc / n as f32,
+            L2Norm => acc.sqrt(),
+            LogSum => acc.ln(),
+            LogSumExp => {
+                if shift.is_infinite() {
+                    shift
+                } else {
+                    shift + acc.ln()
+                }
+            }
+            _ => acc,
+        }
+    }
+}
+
+/// Rows of length `n` → one value each. fp16 accumulation is a sequential
+/// chain per row, so 16 rows advance together, one per SIMD lane.
+fn reduce_rows(kind: ReduceKind, x: &[f32], out: &mut [f32], n: usize, acc16: bool) {
+    let f = Fold::new(kind, acc16);
+    let shift_of = |row: &[f32]| if kind == ReduceKind::LogSumExp { crate::numerics::max_f32(row) } else { 0.0 };
+    const L: usize = 16;
+    let group = |(g, o): (usize, &mut [f32])| {
+        let base = g * L * n;
+        if o.len() == L {
+            let mut shift = [0.0f32; L];
+            for l in 0..L {
+                shift[l] = shift_of(&x[base + l * n..base + (l + 1) * n]);
+            }
+            let mut acc = [f.init; L];
+            for j in 0..n {
+                for l in 0..L {
+                    acc[l] = f.step(acc[l], x[base + l * n + j], shift[l]);
+                }
+            }
+            for l in 0..L {
+                o[l] = f.finish(acc[l], n, shift[l]);
+            }
+        } else {
+            for (l, o) in o.iter_mut().enumerate() {
+                let row = &x[base + l * n..base + (l + 1) * n];
+                let shift = shift_of(row);
+                let mut acc = f.init;
+                for &v in row {
+                    acc = f.step(acc, v, shift);
+                }
+                *o = f.finish(acc, n, shift);
+            }
+        }
+    };
+    if x.len() >= 1 << 15 && out.len() > L {
+        out.par_chunks_mut(L).enumerate().for_each(group);
+    } else {
+        out.chunks_mut(L).enumerate().for_each(group);
+    }
+}
+
+/// [outer, n, inner] → [outer, inner]: accumulate whole rows of `inner`
+/// contiguous values (vectorises across the kept axis).
+fn reduce_columns(kind: ReduceKind, x: &[f32], out: &mut [f32], outer: usize, n: usize, inner: usize, acc16: bool) {
+    let f = Fold::new(kind, acc16);
+    let lse = kind == ReduceKind::LogSumExp;
+    let body = |(o, dst): (usize, &mut [f32])| {
+        let block = &x[o * n * inner..(o + 1) * n * inner];
+        // For log_sum_exp the output slice first holds the per-column maxima.
+        if lse {
+            dst.fill(f32::NEG_INFINITY);
+            for j in 0..n {
+                for (d, &v) in dst.iter_mut().zip(&block[j * inner..(j + 1) * inner]) {
+                    *d = d.max(v);
+                }
+            }
+            for c in 0..inner {
+                let m = dst[c];
+                let mut acc = f.init;
+                for j in 0..n {
+                    acc = f.step(acc, block[j * inner + c], m);
+                }
+                dst[c] = f.finish(acc, n, m);
+            }
+            return;
+        }
+        dst.fill(f.init);
+        for j in 0..n {
+            for (d, &v) in dst.iter_mut().zip(&block[j * inner..(j + 1) * inner]) {
+                *d = f.step(*d, v, 0.0);
+            }
+        }
+        for d in dst.iter_mut() {
+            *d = f.finish(*d, n, 0.0);
+        }
+    };
+    if x.len() >= 1 << 15 && outer > 1 {
+        out.par_chunks_mut(inner).enumerate().for_each(body);
+    } else {
+        out.chunks_mut(inner).enumerate().for_each(body);
+    }
+}
+
+impl Reduce {
+    /// Any axes (non-contiguous sets): walk each output's reduced elements.
+    fn eval_general(&self, x: View, out: &mut [f32], ctx: &EvalCtx) {
         let st = strides_of(x.shape);
         let (mut kdims, mut kstr, mut rdims, mut rstr) = (vec![], vec![], vec![], vec![]);
         for (i, &d) in x.shape.iter().enumerate() {
@@ -152,10 +314,7 @@ impl OpDef for Reduce {
             }
         }
         let n: usize = rdims.iter().product();
-        let acc16 = ctx.fp16_accumulate();
-        let add = move |a: f32, b: f32| if acc16 { round_f16(a + b) } else { a + b };
-        let kind = self.kind;
-        let ieee = ctx.ieee;
+        let f = Fold::new(self.kind, ctx.fp16_accumulate());
         let one = |o: usize| -> f32 {
             let mut base = 0;
             let mut rem = o;
@@ -163,31 +322,16 @@ impl OpDef for Reduce {
                 base += (rem % kdims[k]) * kstr[k];
                 rem /= kdims[k];
             }
-            let data = x.data;
-            let fold = |init: f32, g: &dyn Fn(f32, f32) -> f32| {
-                let mut acc = init;
-                visit(data, base, &rdims, &rstr, |v| acc = g(acc, v));
-                acc
+            let shift = if self.kind == ReduceKind::LogSumExp {
+                let mut m = f32::NEG_INFINITY;
+                visit(x.data, base, &rdims, &rstr, |v| m = m.max(v));
+                m
+            } else {
+                0.0
             };
-            use ReduceKind::*;
-            match kind {
-                Sum => fold(0.0, &|a, v| add(a, v)),
-                Mean => fold(0.0, &|a, v| add(a, v)) / n as f32,
-                Max => fold(f32::NEG_INFINITY, &|a, v| if v > a || (ieee && v.is_nan()) { v } else { a }),
-                Min => fold(f32::INFINITY, &|a, v| if v < a || (ieee && v.is_nan()) { v } else { a }),
-                Prod => fold(1.0, &|a, v| a * v),
-                L1Norm => fold(0.0, &|a, v| add(a, v.abs())),
-                L2Norm => fold(0.0, &|a, v| add(a, v * v)).sqrt(),
-                SumSquare => fold(0.0, &|a, v| add(a, v * v)),
-                LogSum => fold(0.0, &|a, v| add(a, v)).ln(),
-                LogSumExp => {
-                    let m = fold(f32::NEG_INFINITY, &|a, v| a.max(v));
-                    if m.is_infinite() {
-                        return m;
-                    }
-                    m + fold(0.0, &|a, v| add(a, (v - m).exp())).ln()
-                }
-            }
+            let mut acc = f.init;
+            visit(x.data, base, &rdims, &rstr, |v| acc = f.step(acc, v, shift));
+            f.finish(acc, n, shift)
         };
         if out.len() >= 64 && x.data.len() >= 1 << 15 {
             out.par_iter_mut().enumerate().for_each(|(o, d)| *d = one(o));
@@ -195,12 +339,7 @@ impl OpDef for Reduce {
             out.iter_mut().enumerate().for_each(|(o, d)| *d = one(o));
         }
     }
-    fn cost(&self, ins: &[&Fact], _: &Fact) -> Cost {
-        Cost { flops: ins[0].numel() as f64 }
-    }
-}
 
-impl Reduce {
     pub fn is_exact(&self) -> bool {
         matches!(self.kind, ReduceKind::Max | ReduceKind::Min)
     }
