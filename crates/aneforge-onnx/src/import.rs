@@ -108,7 +108,12 @@ pub fn import_model(model: &OnnxModel, options: &ImportOptions) -> Result<Import
 
     let mut outputs = Vec::new();
     for name in model.output_names() {
-        let t = cx.tensor(name, "graph output")?;
+        let mut t = cx.tensor(name, "graph output")?;
+        if inputs.iter().any(|(_, i)| i.ptr_eq(&t)) {
+            // Naming an input node would rename the input port; give the
+            // output a node of its own.
+            t = b::mul_scalar(&t, 1.0).map_err(|source| OnnxError::Core { node: format!("graph output \"{name}\""), source })?;
+        }
         outputs.push((name.to_string(), t.named(name)));
     }
     Ok(Imported { inputs, outputs })
