@@ -348,6 +348,29 @@ impl Program {
         })
     }
 
+    /// Stores `tensor` where coremltools would: in the weight file when it
+    /// has at least 10 elements of a dtype blobs hold for this opset (fp16,
+    /// fp32, int8, uint8 and the sub-byte types; from iOS18 also int16,
+    /// uint16, int32, uint32), inline otherwise. Lowering passes use this so
+    /// small parameters stay readable in the text and large ones stay out
+    /// of it.
+    pub fn auto_value(&mut self, tensor: Tensor) -> Result<Value> {
+        let dtype = tensor.dtype();
+        let blob_dtype = match dtype {
+            DType::Fp16 | DType::Fp32 | DType::Int8 | DType::Uint8 => true,
+            DType::Int16 | DType::Uint16 | DType::Int32 | DType::Uint32 => {
+                self.opset >= Opset::Ios18
+            }
+            d => d.is_sub_byte(),
+        };
+        let large = tensor.ty().num_elements().is_some_and(|n| n >= 10);
+        if blob_dtype && large {
+            self.add_blob(tensor)
+        } else {
+            Ok(Value::Immediate(tensor))
+        }
+    }
+
     /// The blob table, in layout order.
     pub fn blobs(&self) -> &[Tensor] {
         &self.blobs
@@ -614,6 +637,26 @@ mod tests {
         f.constant("w", bad);
         assert!(err_of(&p).contains("blob #5 is not in the program"));
         assert!(p.add_blob(Tensor::scalar_string("s")).is_err());
+    }
+
+    #[test]
+    fn auto_value_follows_coremltools_placement() {
+        let mut p = Program::new(Opset::Ios17);
+        let big = Tensor::fp16([10], vec![half::f16::ONE; 10]).expect("t");
+        let small = Tensor::fp16([9], vec![half::f16::ONE; 9]).expect("t");
+        let ints = Tensor::int32([16], vec![1; 16]).expect("t");
+        assert!(matches!(p.auto_value(big).expect("v"), Value::Blob { .. }));
+        assert!(matches!(
+            p.auto_value(small).expect("v"),
+            Value::Immediate(_)
+        ));
+        assert!(matches!(
+            p.auto_value(ints.clone()).expect("v"),
+            Value::Immediate(_)
+        ));
+        p.opset = Opset::Ios18;
+        assert!(matches!(p.auto_value(ints).expect("v"), Value::Blob { .. }));
+        assert_eq!(p.blobs().len(), 2);
     }
 
     #[test]
