@@ -371,8 +371,11 @@ fn every_supported_op_matches_onnxruntime() {
                 return Err(format!("shape {shape} but ONNX Runtime says {ort_meta}"));
             }
             let scale = want.iter().fold(1.0f32, |m, &v| m.max(v.abs()));
+            let tol = 1e-2 * scale;
             let err = got.iter().zip(&want).fold(0.0f32, |m, (&a, &b)| m.max((a - b).abs()));
-            if got.len() != want.len() || !(err <= 1e-2 * scale) {
+            // `max` skips NaN, so look for it explicitly.
+            let nan = got.iter().zip(&want).any(|(a, b)| a.is_nan() != b.is_nan());
+            if got.len() != want.len() || nan || err > tol {
                 return Err(format!("max error {err} (scale {scale}, {} vs {} values)", got.len(), want.len()));
             }
             Ok(())
