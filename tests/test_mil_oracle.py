@@ -16,7 +16,8 @@ a uint4-palettized weight, an iOS18 state, a two-function model):
 
 coremltools 9.0 needs numpy<2, so it lives in its own venv, made by
 scripts/oracle-venv.sh (set ANEFORGE_ORACLE_PYTHON to use another python).
-Without cargo or the venv the tests skip, saying why.
+Without cargo or the venv the tests skip, saying why, unless
+ANEFORGE_REQUIRE_ORACLE=1, which turns that into a failure.
 """
 
 import json
@@ -40,25 +41,35 @@ FIXTURES = ["conv", "matmul_softmax", "linear_relu", "relu_chain", "concat_reduc
 EVALUABLE = [f for f in FIXTURES if f != "conv"]
 
 
+def _unavailable(why):
+    """Skip, or fail where the oracle is required (ANEFORGE_REQUIRE_ORACLE=1,
+    for CI), so a broken setup cannot pass as a green run."""
+    if os.environ.get("ANEFORGE_REQUIRE_ORACLE") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def oracle_python():
     py = os.environ.get("ANEFORGE_ORACLE_PYTHON")
     if py:
+        if shutil.which(py) is None:
+            _unavailable("ANEFORGE_ORACLE_PYTHON=%s is not an executable" % py)
         return py
     script = ROOT / "scripts" / "oracle-venv.sh"
     try:
         res = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip("cannot set up the coremltools oracle venv: %s" % e)
+        _unavailable("cannot set up the coremltools oracle venv: %s" % e)
     if res.returncode != 0:
-        pytest.skip("cannot set up the coremltools oracle venv:\n" + res.stderr[-2000:])
+        _unavailable("cannot set up the coremltools oracle venv:\n" + res.stderr[-2000:])
     return res.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")
 def fixtures_binary():
     if shutil.which("cargo") is None:
-        pytest.skip("cargo is not installed")
+        _unavailable("cargo is not installed")
     res = subprocess.run(
         ["cargo", "build", "--quiet", "-p", "aneforge-mil", "--example", "mil_fixtures",
          "--message-format=json"],
