@@ -3,7 +3,8 @@
 What this proves, for the hand-built programs in
 crates/aneforge-mil/tests/fixtures/mod.rs (conv, matmul+softmax, blob-backed
 linear, relu chain in the iOS16 opset, concat+reduce, one blob per dtype,
-a uint4-palettized weight, an iOS18 state, a two-function model):
+a uint4-palettized weight, an iOS16 int8
+affine-dequantized weight (constexpr attributes), an iOS18 state, a two-function model):
 
 * every .mlpackage loads through coremltools' MIL loader, and the output
   type we declare for every op equals the type coremltools infers;
@@ -37,7 +38,8 @@ ORACLE = ROOT / "tests" / "oracle"
 # Must match fixtures::all() in crates/aneforge-mil/tests/fixtures/mod.rs;
 # test_fixture_list_is_complete catches drift.
 FIXTURES = ["conv", "matmul_softmax", "linear_relu", "relu_chain", "concat_reduce",
-            "blob_dtypes", "lut_linear", "state_accumulate", "multifunction"]
+            "blob_dtypes", "lut_linear", "affine_int8_linear", "state_accumulate",
+            "multifunction"]
 EVALUABLE = [f for f in FIXTURES if f != "conv"]
 
 
@@ -159,6 +161,10 @@ def reference(name, feeds):
         v = ((np.arange(16) * 5) % 11 - 3).astype(np.float32).reshape(4, 4)
         # int8 + uint8 (v+3) + int16 + uint16 (v+3) + int32 + fp32 (v/4)
         return {"c_f32_sum": f32["x"] + 3 * v + 2 * (v + 3) + 0.25 * v}
+    if name == "affine_int8_linear":
+        q = ((np.arange(128) * 29) % 255).astype(np.uint8).view(np.int8).astype(np.float32)
+        w = (np.float16(0.01).astype(np.float32) * (q - 3)).reshape(8, 16)
+        return {"y": f32["x"] @ w.T}
     if name == "state_accumulate":
         return {"y": np.maximum(f32["cache"] + f32["x"], 0)}
     if name == "multifunction":
