@@ -1,7 +1,6 @@
 //! The free functions of `import aneforge as af`, one per op.
 
 use crate::convert::{array_f32, axes, build, dims, pair, shape_arg, tensor_like, to_usize};
-use crate::errors::IntoPy;
 use crate::tensor::PyTensor;
 use aneforge::builder::{self as b, ConvArgs, PadSpec};
 use aneforge::ops::{PadMode, ReduceKind, ResizeMode};
@@ -33,8 +32,8 @@ fn opt_t(py: Python<'_>, o: Option<&Bound<'_, PyAny>>, like: &Tensor, what: &str
 #[pyo3(signature = (shape, dtype="fp16", name=None))]
 pub fn input(py: Python<'_>, shape: &Bound<'_, PyAny>, dtype: &str, name: Option<&str>) -> R {
     let s = dims(&shape_arg(shape, "shape")?, "input")?;
-    let d = DType::parse(dtype).py()?;
-    build(py, || b::input(&s, d, name)).map(PyTensor::new)
+    // dtype parsed inside `build` so its error names the user's line too
+    build(py, || b::input(&s, DType::parse(dtype)?, name)).map(PyTensor::new)
 }
 
 /// A uint8 image port dequantised on the engine: `x * scale + bias`.
@@ -64,14 +63,12 @@ pub fn image_input(py: Python<'_>, shape: &Bound<'_, PyAny>, scale: Option<&Boun
 #[pyo3(signature = (array, dtype="fp16"))]
 pub fn constant(py: Python<'_>, array: &Bound<'_, PyAny>, dtype: &str) -> R {
     let (v, shape) = array_f32(py, array, "array")?;
-    let d = DType::parse(dtype).py()?;
-    build(py, || b::constant(v, shape, d)).map(PyTensor::new)
+    build(py, || b::constant(v, shape, DType::parse(dtype)?)).map(PyTensor::new)
 }
 
 #[pyfunction]
 pub fn cast(py: Python<'_>, x: &PyTensor, dtype: &str) -> R {
-    let d = DType::parse(dtype).py()?;
-    build(py, || b::cast(&x.t, d)).map(PyTensor::new)
+    build(py, || b::cast(&x.t, DType::parse(dtype)?)).map(PyTensor::new)
 }
 
 macro_rules! unary_fns {

@@ -201,10 +201,12 @@ pub fn pad(x: &Tensor, pads: &[(usize, usize)], mode: PadMode) -> Result<Tensor>
 /// [N, C·r², H, W] → [N, C, H·r, W·r] (PyTorch's pixel_shuffle, ONNX DepthToSpace CRD).
 pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
     let s = four_d("pixel_shuffle", x)?;
-    if r == 0 || s[1] % (r * r) != 0 {
-        return Err(x.err_here(Error::shape("pixel_shuffle", format!("channels {} must be divisible by r²={}", s[1], r * r))));
+    // r² is computed checked: a huge r is refused, not wrapped to 0 and divided by.
+    let rr = r.checked_mul(r).unwrap_or(usize::MAX);
+    if r == 0 || s[1] % rr != 0 {
+        return Err(x.err_here(Error::shape("pixel_shuffle", format!("channels {} must be divisible by r²={rr} (r={r})", s[1]))));
     }
-    let c = s[1] / (r * r);
+    let c = s[1] / rr;
     let y = reshape(x, &[s[0], c, r, r, s[2], s[3]])?;
     let y = transpose(&y, &[0, 1, 4, 2, 5, 3])?;
     reshape(&y, &[s[0], c, s[2] * r, s[3] * r])
@@ -235,10 +237,11 @@ pub fn space_to_depth(x: &Tensor, b: usize) -> Result<Tensor> {
 /// Inverse of space_to_depth (ONNX DepthToSpace, mode DCR).
 pub fn depth_to_space(x: &Tensor, b: usize) -> Result<Tensor> {
     let s = four_d("depth_to_space", x)?;
-    if b == 0 || s[1] % (b * b) != 0 {
-        return Err(x.err_here(Error::shape("depth_to_space", format!("channels {} must be divisible by {}", s[1], b * b))));
+    let bb = b.checked_mul(b).unwrap_or(usize::MAX);
+    if b == 0 || s[1] % bb != 0 {
+        return Err(x.err_here(Error::shape("depth_to_space", format!("channels {} must be divisible by block²={bb} (block={b})", s[1]))));
     }
-    let c = s[1] / (b * b);
+    let c = s[1] / bb;
     let y = reshape(x, &[s[0], b, b, c, s[2], s[3]])?;
     let y = transpose(&y, &[0, 3, 4, 1, 5, 2])?;
     reshape(&y, &[s[0], c, s[2] * b, s[3] * b])
@@ -255,4 +258,20 @@ fn four_d(op: &str, x: &Tensor) -> Result<Vec<usize>> {
 pub fn gather(x: &Tensor, indices: &[i64], indices_shape: &[usize], axis: i64) -> Result<Tensor> {
     let g = Gather::new(x.shape(), axis, indices, indices_shape.to_vec()).map_err(|e| x.err_here(e))?;
     Tensor::build(Op::Gather(g), vec![x.clone()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::input;
+    use crate::DType;
+
+    #[test]
+    fn a_huge_block_size_is_refused_not_a_division_by_zero() {
+        // Bug: r * r wrapped to 0 for r = 2^32 and `channels % 0` panicked.
+        let x = input(&[1, 4, 2, 2], DType::F16, None).unwrap();
+        assert!(matches!(pixel_shuffle(&x, 1 << 32), Err(Error::Shape { .. })));
+        assert!(matches!(depth_to_space(&x, 1 << 32), Err(Error::Shape { .. })));
+        assert_eq!(pixel_shuffle(&x, 2).unwrap().shape(), &[1, 1, 4, 4]);
+    }
 }

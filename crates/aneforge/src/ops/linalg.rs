@@ -62,7 +62,10 @@ impl OpDef for MatMul {
             ));
         }
         let batch =
-            broadcast_shapes("matmul", &a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2])?;
+            broadcast_shapes("matmul", &a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2]).map_err(|e| {
+                // name the operands, not only their batch dims
+                Error::shape("matmul", format!("batch dims of {} and {} do not broadcast ({})", fmt_shape(&a.shape), fmt_shape(&b.shape), e.to_string().trim_start_matches("matmul: ")))
+            })?;
         let mut shape = batch;
         shape.extend([m, n]);
         if self.bias {

@@ -144,15 +144,14 @@ impl OpDef for Reduce {
         let (a0, a1) = (self.axes.first().copied().unwrap_or(0), self.axes.last().map_or(0, |a| a + 1));
         let contiguous = self.axes.len() == a1 - a0;
         let kind = self.kind;
-        let acc16 = ctx.fp16_accumulate();
         if contiguous && !self.axes.is_empty() {
             let outer: usize = x.shape[..a0].iter().product();
             let n: usize = x.shape[a0..a1].iter().product();
             let inner: usize = x.shape[a1..r].iter().product();
             if inner == 1 {
-                reduce_rows(kind, x.data, out, n, acc16);
+                reduce_rows(kind, x.data, out, n, ctx);
             } else {
-                reduce_columns(kind, x.data, out, outer, n, inner, acc16);
+                reduce_columns(kind, x.data, out, outer, n, inner, ctx);
             }
             return;
         }
@@ -169,10 +168,14 @@ struct Fold {
     init: f32,
     kind: ReduceKind,
     acc16: bool,
+    /// numerics="ieee": max/min propagate NaN, as the elementwise
+    /// maximum/minimum and max_pool do; the engine's max drops it.
+    ieee: bool,
 }
 
 impl Fold {
-    fn new(kind: ReduceKind, acc16: bool) -> Fold {
+    fn new(kind: ReduceKind, ctx: &EvalCtx) -> Fold {
+        let (acc16, ieee) = (ctx.fp16_accumulate(), ctx.ieee);
         use ReduceKind::*;
         let init = match kind {
             Max => f32::NEG_INFINITY,
@@ -180,7 +183,7 @@ impl Fold {
             Prod => 1.0,
             _ => 0.0,
         };
-        Fold { init, kind, acc16 }
+        Fold { init, kind, acc16, ieee }
     }
     /// `shift` is the row maximum for log_sum_exp, 0 otherwise.
     #[inline(always)]
@@ -192,6 +195,8 @@ impl Fold {
             L1Norm => add(acc, v.abs()),
             L2Norm | SumSquare => add(acc, v * v),
             LogSumExp => add(acc, crate::numerics::exp(v - shift)),
+            Max if self.ieee && (acc.is_nan() || v.is_nan()) => f32::NAN,
+            Min if self.ieee && (acc.is_nan() || v.is_nan()) => f32::NAN,
             Max => acc.max(v),
             Min => acc.min(v),
             Prod => acc * v,
@@ -218,8 +223,8 @@ impl Fold {
 
 /// Rows of length `n` → one value each. fp16 accumulation is a sequential
 /// chain per row, so 16 rows advance together, one per SIMD lane.
-fn reduce_rows(kind: ReduceKind, x: &[f32], out: &mut [f32], n: usize, acc16: bool) {
-    let f = Fold::new(kind, acc16);
+fn reduce_rows(kind: ReduceKind, x: &[f32], out: &mut [f32], n: usize, ctx: &EvalCtx) {
+    let f = Fold::new(kind, ctx);
     let shift_of = |row: &[f32]| if kind == ReduceKind::LogSumExp { crate::numerics::max_f32(row) } else { 0.0 };
     const L: usize = 16;
     let group = |(g, o): (usize, &mut [f32])| {
@@ -259,8 +264,8 @@ fn reduce_rows(kind: ReduceKind, x: &[f32], out: &mut [f32], n: usize, acc16: bo
 
 /// [outer, n, inner] → [outer, inner]: accumulate whole rows of `inner`
 /// contiguous values (vectorises across the kept axis).
-fn reduce_columns(kind: ReduceKind, x: &[f32], out: &mut [f32], outer: usize, n: usize, inner: usize, acc16: bool) {
-    let f = Fold::new(kind, acc16);
+fn reduce_columns(kind: ReduceKind, x: &[f32], out: &mut [f32], outer: usize, n: usize, inner: usize, ctx: &EvalCtx) {
+    let f = Fold::new(kind, ctx);
     let lse = kind == ReduceKind::LogSumExp;
     let body = |(o, dst): (usize, &mut [f32])| {
         let block = &x[o * n * inner..(o + 1) * n * inner];
@@ -314,7 +319,7 @@ impl Reduce {
             }
         }
         let n: usize = rdims.iter().product();
-        let f = Fold::new(self.kind, ctx.fp16_accumulate());
+        let f = Fold::new(self.kind, ctx);
         let one = |o: usize| -> f32 {
             let mut base = 0;
             let mut rem = o;
@@ -384,5 +389,37 @@ impl OpDef for CumSum {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(kind: ReduceKind, axes: &[i64], shape: &[usize], x: &[f32], ieee: bool) -> Vec<f32> {
+        let r = Reduce::new(kind, Some(axes), false, shape.len()).unwrap();
+        let out_fact = r.infer(&[&Fact::new(shape.to_vec(), crate::DType::F16)]).unwrap();
+        let mut out = vec![0.0; out_fact.numel()];
+        let ctx = EvalCtx { fp16: true, ieee };
+        r.eval(&[View { data: x, shape }], &mut out, &out_fact.shape, &mut vec![], &ctx);
+        out
+    }
+
+    #[test]
+    fn ieee_max_and_min_propagate_nan_on_every_path() {
+        // Bug: the vectorised fold used f32::max/min in both modes, so
+        // numerics="ieee" dropped NaN in max/min while the elementwise
+        // maximum and max_pool propagated it.
+        let x: Vec<f32> = (0..8).map(|i| if i == 0 { f32::NAN } else { i as f32 }).collect();
+        for kind in [ReduceKind::Max, ReduceKind::Min] {
+            // rows, columns, and the general (non-contiguous axes) walk
+            for (axes, shape) in [(&[1i64][..], &[2usize, 4][..]), (&[0][..], &[2, 4][..]), (&[0, 2][..], &[2, 2, 2][..])] {
+                let ieee = run(kind, axes, shape, &x, true);
+                assert!(ieee[0].is_nan(), "{kind:?} {axes:?} ieee: {ieee:?}");
+                assert!(ieee[1..].iter().all(|v| !v.is_nan()), "{kind:?} {axes:?} ieee: {ieee:?}");
+                let ane = run(kind, axes, shape, &x, false);
+                assert!(ane.iter().all(|v| !v.is_nan()), "{kind:?} {axes:?} ane: {ane:?}");
+            }
+        }
     }
 }
