@@ -8,14 +8,20 @@ within the row's stated tolerance (tests/op_cases.py defines the bound):
 | op family                                   | fp16 bound                                   |
 |---------------------------------------------|----------------------------------------------|
 | shape / data movement, relu, abs, max, ...  | exact                                        |
-| single elementwise op (f32 math inside)     | 1 ulp16 of the reference                     |
-| elementwise composites (prelu, hard_swish)  | 2 ulp16                                      |
-| matmul, linear, einsum, conv, conv_transpose, avg_pool, resize | 1 ulp16 + 1*2^-11*ref(|inputs|) (f32 accumulation) |
-| sum-like reductions, numerics="ane"         | 1 ulp16 + 1*2^-11*sum_i |S_i| (fp16 accumulation, S_i partial sums) |
-| sum-like reductions, numerics="ieee"        | 1 ulp16 (+ 2^-11*ref(|x|) for cancellation)  |
-| softmax, layer/rms norm (native, f32 inside)| 2 ulp16 + 2*2^-11*max|r|                     |
-| group/instance/batch norm, l2_normalize, LRN (composites) | stated per row            |
-| fp32 precision                              | 8*2^-23*(|r| + scale), i.e. ~1e-6 relative   |
+| single elementwise op (f32 math inside)     | 1 ulp16 of the reference (observed: 0.5)     |
+| two chained elementwise ops (x.exp().sqrt(), |y|**3) | 2 ulp16                             |
+| matmul, einsum, conv, conv_transpose, avg_pool, resize_bilinear | 1 ulp16 + 2^-14*ref(|inputs|) (f32 accumulation, one rounding) |
+| linear with bias                            | 2 ulp16 + 2^-14*ref(|inputs|)                |
+| sum-like reductions, numerics="ane"         | 1 ulp16 + 2^-11*sum_i |S_i| (fp16 accumulation, S_i partial sums), |
+|   (sum, mean, l1/l2_norm, sum_square, log_sum, log_sum_exp, cumsum, global_avg_pool) | propagated through sqrt/log/divide |
+| sum-like reductions, numerics="ieee"        | 1 ulp16 + 2^-19*ref(|x|)                     |
+| softmax, log_softmax, layer_norm, rms_norm  | 1 ulp16 + 2^-15*max|r| (f32 inside the op)   |
+| group_norm, instance_norm (affine)          | 2 ulp16 + 2^-11*max|r|                       |
+| batch_norm (sub, rsqrt, mul, add in fp16)   | 2 ulp16 + 1.5*2^-11*max|r|                   |
+| l2_normalize                                | 2 ulp16 + the fp16 sum-of-squares bound      |
+| local_response_norm (six fp16 ops)          | 3 ulp16                                      |
+| image_input (x*scale rounds, then + bias)   | 1 ulp16 + 2*2^-11*max|r|                     |
+| fp32 precision                              | 8*2^-23*(|r| + scale) (~1e-6 relative); erf/gelu add 1.2e-7/4e-7 absolute (the f32 erf kernel is a 1.2e-7 fit) |
 """
 
 from __future__ import annotations
@@ -68,9 +74,10 @@ def sid(shape):
 
 
 ULP2 = Tol(ulp=2.0)
-LIN = Tol(ulp=1.0, lin=1.0)
+LIN = Tol(ulp=1.0, lin=0.125)  # f32 accumulation: K*2^-24 << 2^-14 for the K used here
+LIN2 = Tol(ulp=2.0, lin=0.125)  # linear with bias: the matmul rounds, then the add
 ACC = Tol(ulp=1.0, acc=1.0)
-NORM = Tol(ulp=2.0, rel=2.0)
+NORM = Tol(ulp=1.0, rel=2.0**-4)  # f32 inside the op, one final rounding
 
 # ------------------------------------------------------------ unary
 # the f32 erf kernel is a fit with |error| < 1.2e-7: invisible in fp16, stated for fp32
@@ -242,9 +249,9 @@ add("matmul-transpose_b", lambda a, b: af.matmul(a, b, transpose_b=True), lambda
 add("matmul-transpose_ab", lambda a, b: af.matmul(a, b, True, True), lambda a, b: np.swapaxes(a, -1, -2) @ np.swapaxes(b, -1, -2), arg((5, 3)), arg((2, 4, 5)), tol=LIN, linear=True)
 add("matmul-large_K", af.matmul, np.matmul, arg((4, 300), normal(1)), arg((300, 3), normal(1)), tol=LIN, linear=True)
 
-add("linear-bias", lambda x, W, b: af.linear(x, W, b), lambda x, W, b: x @ W.T + b, arg((2, 3, 6)), w((5, 6)), w((5,)), tol=LIN, linear=True)
+add("linear-bias", lambda x, W, b: af.linear(x, W, b), lambda x, W, b: x @ W.T + b, arg((2, 3, 6)), w((5, 6)), w((5,)), tol=LIN2, linear=True)
 add("linear-no_bias", lambda x, W: af.linear(x, W), lambda x, W: x @ W.T, arg((4, 7)), w((3, 7)), tol=LIN, linear=True)
-add("linear-1d_x", lambda x, W, b: af.linear(x, W, b), lambda x, W, b: x @ W.T + b, arg((6,)), w((5, 6)), w((5,)), tol=LIN, linear=True)
+add("linear-1d_x", lambda x, W, b: af.linear(x, W, b), lambda x, W, b: x @ W.T + b, arg((6,)), w((5, 6)), w((5,)), tol=LIN2, linear=True)
 add("linear-tensor_weights", lambda x, W: af.linear(x, W), lambda x, W: x @ W.T, arg((3, 4)), arg((2, 4)), tol=LIN, linear=True)
 
 EINSUM = [
@@ -534,7 +541,7 @@ add("layer_norm-default_axes", af.layer_norm, lambda x: layer_norm_ref(x, (-1,))
 add("layer_norm-int_axis", lambda x: af.layer_norm(x, axes=-1, eps=1e-3), lambda x: layer_norm_ref(x, (-1,), eps=1e-3), arg((3, 10)), tol=NORM)
 
 # group norm: an fp16 normalised tensor, then an fp16 scale and an fp16 shift → a few ulps
-GN_TOL = Tol(ulp=3, rel=3)
+GN_TOL = Tol(ulp=2, rel=1)
 for shape, groups in [((2, 6, 4, 4), 3), ((1, 4, 5), 2), ((2, 4, 3, 3), 1), ((1, 6, 2, 2, 2), 6)]:
     C = shape[1]
     add(
@@ -544,7 +551,7 @@ for shape, groups in [((2, 6, 4, 4), 3), ((1, 4, 5), 2), ((2, 4, 3, 3), 1), ((1,
         arg(shape, normal(2, 1)), w((C,), uniform(0.5, 1.5)), w((C,)),
         tol=GN_TOL,
     )
-add("group_norm-no_affine", lambda x: af.group_norm(x, 2), lambda x: group_norm_ref(x, 2), arg((2, 4, 3, 3)), tol=NORM)
+add("group_norm-no_affine", lambda x: af.group_norm(x, 2), lambda x: group_norm_ref(x, 2), arg((2, 4, 3, 3)), tol=GN_TOL)
 for shape in [(2, 3, 4, 5), (1, 4, 7)]:
     C = shape[1]
     add(f"instance_norm-{sid(shape)}", af.instance_norm, lambda x: group_norm_ref(x, x.shape[1]), arg(shape, normal(2, 1)), tol=NORM)
@@ -557,7 +564,7 @@ for shape in [(2, 3, 4, 5), (1, 4, 7)]:
     )
 
 # batch norm: (x - mean) and 1/sqrt(var + eps) * gamma each round to fp16 before the product and shift
-BN_TOL = Tol(ulp=3, rel=4)
+BN_TOL = Tol(ulp=2, rel=1.5)
 
 
 def bn_ref(x, m, v, g=None, b=None, eps=1e-5):
@@ -594,7 +601,7 @@ for shape, axes in [((3, 8), -1), ((2, 4, 5), (1, 2)), ((2, 6, 3), 1), ((7,), 0)
         lambda x, axes=axes: af.l2_normalize(x, axes=axes),
         lambda x, ax=ax: x / np.sqrt(np.maximum((x**2).sum(axis=ax, keepdims=True), 1e-12)),
         arg(shape),
-        tol=Tol(ulp=3, acc=1),
+        tol=Tol(ulp=2, acc=1),
         acc_bound=l2_bound,
     )
 
@@ -605,7 +612,7 @@ for shape, size in [((1, 5, 3, 3), 3), ((2, 8, 2, 3), 5), ((1, 4, 2, 2), 2)]:
         lambda x, s=size: af.local_response_norm(x, s, alpha=0.5, beta=0.75, k=2.0),
         lambda x, s=size: lrn_ref(x, s, 0.5, 0.75, 2.0),
         arg(shape, normal(2)),
-        tol=Tol(ulp=6),
+        tol=Tol(ulp=3),
     )
 
 # ------------------------------------------------------------ shape ops
