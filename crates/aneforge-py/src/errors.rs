@@ -15,6 +15,7 @@ fn class_name(e: &Error) -> &'static str {
         Error::Value { .. } => "ValueError_",
         Error::Target(_) => "TargetError",
         Error::Compile(_) => "CompileError",
+        Error::CompileBackoff(_) => "CompileBackoffError",
         Error::BackendUnavailable(_) => "BackendUnavailableError",
         Error::Memory { .. } => "ResourceError",
         Error::File { .. } => "FileFormatError",

@@ -69,7 +69,7 @@ pub fn compile(
         }
         other => return Err(PyValueError::new_err(format!("compile: backend {other:?} is not \"sim\" or \"ane\""))),
     }
-    let opts = CompileOptions { precision: Precision::parse(precision).py()?, numerics: Numerics::parse(numerics).py()?, optimize };
+    let opts = CompileOptions { precision: Precision::parse(precision).py()?, numerics: Numerics::parse(numerics).py()?, optimize, ..Default::default() };
     let org = origin(py);
     let compiled = py.detach(|| aneforge::error::with_origin(org, || aneforge::compile(&outs, opts))).py()?;
     let state = compiled.program.new_state();

@@ -48,11 +48,16 @@ pub struct CompileOptions {
     pub numerics: Numerics,
     /// Run the rewrite passes (off only to debug a pass).
     pub optimize: bool,
+    /// The engine target to validate for (see `target/`): when given, the
+    /// graph is legalized and validated before lowering, and the lowering
+    /// runs inside the compile breaker. None: no validation (the sim runs
+    /// anything).
+    pub target: Option<crate::target::Target>,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { precision: Precision::Fp16, numerics: Numerics::Ane, optimize: true }
+        CompileOptions { precision: Precision::Fp16, numerics: Numerics::Ane, optimize: true, target: None }
     }
 }
 
@@ -63,6 +68,9 @@ pub struct Compiled {
     pub input_names: Vec<String>,
     pub output_names: Vec<String>,
     pub options: CompileOptions,
+    /// The compile report when a target was given: rewrites made instead of
+    /// refusals (`warnings`) and the latency projection.
+    pub report: Option<crate::target::Report>,
 }
 
 /// Port names: the user's, or `input0…`/`output0…`; duplicates are refused.
@@ -87,8 +95,17 @@ pub fn compile(outputs: &[Tensor], options: CompileOptions) -> Result<Compiled> 
     let inputs = g.inputs();
     let input_names = port_names(&g, &inputs, "input")?;
     let output_names = port_names(&g, &g.outputs, "output")?;
-    let g = if options.optimize { crate::passes::optimize(g)? } else { g };
+    // Target checks before lowering: every violation at once, rewrites listed.
+    let target = options.target.as_ref();
+    let (g, mut report) = crate::target::prepare(g, target)?;
     let ctx = EvalCtx { fp16: options.precision == Precision::Fp16, ieee: options.numerics == Numerics::Ieee };
-    let program = SimProgram::new(&g, &input_names, &output_names, ctx)?;
-    Ok(Compiled { graph: g, program, input_names, output_names, options })
+    let (g, program) = crate::target::run_in_breaker(target, || {
+        let g = if options.optimize { crate::passes::optimize(g)? } else { g };
+        let program = SimProgram::new(&g, &input_names, &output_names, ctx)?;
+        Ok((g, program))
+    })?;
+    if let (Some(r), Some(t)) = (report.as_mut(), target) {
+        r.estimate = Some(crate::target::estimate_graph(&g, t));
+    }
+    Ok(Compiled { graph: g, program, input_names, output_names, options, report })
 }

@@ -19,6 +19,10 @@ pub enum Error {
     Target(String),
     #[error("{0}")]
     Compile(String),
+    /// The compile breaker refused a compile in strict mode (a compile failed
+    /// moments ago; maps to `af.CompileBackoffError`).
+    #[error("{0}")]
+    CompileBackoff(String),
     #[error("{0}")]
     BackendUnavailable(String),
     /// A size the host cannot hold; refused before anything is allocated.

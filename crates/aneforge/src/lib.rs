@@ -16,6 +16,7 @@ pub mod graph;
 pub mod numerics;
 pub mod ops;
 pub mod passes;
+pub mod target;
 
 pub use compile::{compile, CompileOptions, Compiled, Numerics, Precision};
 pub use dtype::DType;
