@@ -343,6 +343,14 @@ for cid, xs, ws, kw, bias in CONV_T:
             tol=LIN, linear=True,
         )
 
+# epilogue fusion (conv/matmul + bias + activation become one kernel): same answer either way
+FUSED = Tol(ulp=2.0, lin=0.125)
+add("fused-conv_bias_relu", lambda x, W, b: af.conv(x, W, b, pad=1).relu(), lambda x, W, b: np.maximum(conv_ref(x, W, b, pad=1), 0), arg((1, 3, 6, 6)), w((4, 3, 3, 3)), w((4,)), tol=FUSED, linear=True)
+add("fused-conv_add_channel_bias_relu6", lambda x, W, b: af.relu6(af.conv(x, W) + b.reshape(1, -1, 1, 1)), lambda x, W, b: np.clip(conv_ref(x, W) + b.reshape(1, -1, 1, 1), 0, 6), arg((2, 3, 5, 5)), w((4, 3, 3, 3)), w((4,)), tol=FUSED, linear=True)
+add("fused-conv_tensor_bias", lambda x, W, b: af.conv(x, W, b), lambda x, W, b: conv_ref(x, W, b), arg((1, 2, 4, 4)), w((3, 2, 1, 1)), arg((3,)), tol=FUSED, linear=True)
+add("fused-matmul_bias_gelu", lambda x, W, b: (x @ W + b).gelu(), lambda x, W, b: (lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2))))(x @ W + b), arg((2, 3, 8)), w((8, 5)), w((5,)), tol=Tol(ulp=3, rel=0.5, atol32=4e-7))
+add("fused-linear_silu", lambda x, W, b: af.linear(x, W, b).silu(), lambda x, W, b: (lambda z: z * sigmoid(z))(x @ W.T + b), arg((4, 6)), w((3, 6)), w((3,)), tol=Tol(ulp=3, rel=0.5))
+
 # ------------------------------------------------------------ pooling / resize
 POOL = [
     ("k2", (1, 2, 6, 6), {"kernel": 2}),
@@ -787,3 +795,58 @@ def test_every_native_op_is_covered():
     assert not missing, f"ops without a conformance row: {missing}"
     for op in native:
         assert hasattr(af, op), f"af.{op} is missing"
+
+
+# ------------------------------------------------------------ random shapes (hypothesis)
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def broadcast_pair(draw):
+    """Two shapes of rank 1-5 that broadcast (each axis equal, or 1 on one side)."""
+    out = draw(st.lists(st.integers(1, 5), min_size=1, max_size=5))
+    a = [d if draw(st.booleans()) else 1 for d in out]
+    b = [d if draw(st.booleans()) else 1 for d in out]
+    a = a[draw(st.integers(0, len(a) - 1)):]  # drop leading axes of one side
+    return tuple(a), tuple(b)
+
+
+BIN_RANDOM = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum}
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=broadcast_pair(), op=st.sampled_from(sorted(BIN_RANDOM)), seed=st.integers(0, 2**16))
+def test_binary_broadcasting_random_shapes(shapes, op, seed):
+    """1 ulp16 on any pair of broadcastable rank 1-5 shapes."""
+    rng = np.random.default_rng(seed)
+    xa, xb = (rng.standard_normal(s).astype(np.float16) for s in shapes)
+    a, b = af.input(shapes[0]), af.input(shapes[1])
+    got = af.compile(getattr(af, op)(a, b))(xa, xb)
+    check(got, BIN_RANDOM[op](xa.astype(np.float64), xb.astype(np.float64)), ULP1, "fp16", what=f"{op}{shapes}")
+
+
+@st.composite
+def shape_and_axes(draw):
+    shape = tuple(draw(st.lists(st.integers(1, 6), min_size=1, max_size=5)))
+    axes = draw(st.one_of(st.none(), st.lists(st.integers(0, len(shape) - 1), min_size=1, max_size=len(shape), unique=True)))
+    return shape, axes
+
+
+@settings(max_examples=40, deadline=None)
+@given(sa=shape_and_axes(), keepdims=st.booleans(), op=st.sampled_from(["sum", "mean", "max", "min"]), seed=st.integers(0, 2**16))
+def test_reductions_random_axes(sa, keepdims, op, seed):
+    """sum/mean within the fp16-accumulation bound, max/min exact, any axes of rank 1-5."""
+    shape, axes = sa
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float16)
+    y = getattr(af, op)(af.input(shape), axes=axes, keepdims=keepdims)
+    got = af.compile(y)(x)
+    ax = None if axes is None else tuple(axes)
+    r = np.asarray(getattr(np, op)(x.astype(np.float64), axis=ax, keepdims=keepdims))
+    if op in ("max", "min"):
+        check(got, r, EXACT, "fp16", what=f"{op}{shape}{axes}")
+    else:
+        acc = acc_terms(x, ax, keepdims)
+        if op == "mean":
+            acc = acc / (x.size // max(r.size, 1))
+        check(got, r, ACC, "fp16", acc=np.reshape(acc, r.shape), what=f"{op}{shape}{axes}")
