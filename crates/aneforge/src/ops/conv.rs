@@ -103,6 +103,9 @@ impl OpDef for Conv {
     }
 
     fn scratch_len(&self, ins: &[&Fact], out: &Fact) -> usize {
+        if self.is_winograd(ins[0].shape[1], out) {
+            return super::winograd::scratch_len(ins[0].shape[1], out.shape[1], out.shape[2], out.shape[3]);
+        }
         if self.is_pointwise() || self.is_depthwise(ins[0].shape[1], out.shape[1]) {
             return 0;
         }
@@ -121,6 +124,13 @@ impl OpDef for Conv {
         let plane = oh * ow;
         if self.is_depthwise(c, o) {
             depthwise(x, w.data, out, [oh, ow], &self.window);
+        } else if self.groups == 1 && super::winograd::applies(c, o, oh, ow) && self.is_3x3_s1() {
+            for b in 0..n {
+                let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
+                let dst = &mut out[b * o * plane..(b + 1) * o * plane];
+                let pad = [self.window.pad[0], self.window.pad[1]];
+                super::winograd::conv3x3(xin, c, h, wd, w.data, o, pad, dst, oh, ow, scratch);
+            }
         } else {
             let par = if og * plane * kk >= 1 << 17 { Parallelism::Rayon(0) } else { Parallelism::None };
             for b in 0..n {
@@ -158,6 +168,12 @@ impl OpDef for Conv {
 }
 
 impl Conv {
+    fn is_3x3_s1(&self) -> bool {
+        self.window.kernel == [3, 3] && self.window.stride == [1, 1] && self.window.dilation == [1, 1]
+    }
+    fn is_winograd(&self, c: usize, out: &Fact) -> bool {
+        self.groups == 1 && self.is_3x3_s1() && super::winograd::applies(c, out.shape[1], out.shape[2], out.shape[3])
+    }
     fn is_pointwise(&self) -> bool {
         self.window.kernel == [1, 1] && self.window.stride == [1, 1] && self.window.pad == [0; 4]
     }
@@ -340,5 +356,78 @@ impl OpDef for ConvTranspose {
     fn cost(&self, ins: &[&Fact], _: &Fact) -> Cost {
         let (x, w) = (ins[0], ins[1]);
         Cost { flops: 2.0 * x.numel() as f64 * (w.shape[1] * w.shape[2] * w.shape[3]) as f64 }
+    }
+}
+
+/// The weight gradient of a [`Conv`]: inputs (x [N, C, H, W], dy [N, O, oh,
+/// ow]) → dW [O, C/groups, kh, kw] = Σ_n dy_n · im2col(x_n)ᵀ per group. One
+/// op (im2col + GEMM, like the forward) for every stride, dilation, padding
+/// and grouping; the "conv with swapped roles" trick needs a different
+/// rewrite for each of those and breaks on groups. Also serves as the
+/// weight gradient of [`ConvTranspose`] with x and dy swapped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvWeightGrad {
+    pub window: Window,
+    pub groups: usize,
+}
+
+impl OpDef for ConvWeightGrad {
+    fn name(&self) -> String {
+        "conv_weight_grad".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        let op = "conv_weight_grad";
+        super::expect_inputs(op, inputs, 2)?;
+        self.window.validate(op)?;
+        let (x, dy) = (inputs[0], inputs[1]);
+        if x.rank() != 4 || dy.rank() != 4 || x.shape[0] != dy.shape[0] {
+            return Err(Error::shape(op, format!("expects x [N, C, H, W] and dy [N, O, oh, ow], got {} and {}", fmt_shape(&x.shape), fmt_shape(&dy.shape))));
+        }
+        let g = self.groups;
+        let (c, o) = (x.shape[1], dy.shape[1]);
+        if g == 0 || c % g != 0 || o % g != 0 {
+            return Err(Error::shape(op, format!("groups={g} must divide {c} and {o}")));
+        }
+        let [oh, ow] = self.window.out_size(op, x.shape[2], x.shape[3])?;
+        if [oh, ow] != [dy.shape[2], dy.shape[3]] {
+            return Err(Error::shape(op, format!("dy {} does not match the conv output {oh}x{ow} of x {}", fmt_shape(&dy.shape), fmt_shape(&x.shape))));
+        }
+        Ok(Fact::new(vec![o, c / g, self.window.kernel[0], self.window.kernel[1]], dy.dtype))
+    }
+    fn scratch_len(&self, ins: &[&Fact], _: &Fact) -> usize {
+        let (x, dy) = (ins[0], ins[1]);
+        (x.shape[1] / self.groups) * self.window.kernel[0] * self.window.kernel[1] * dy.shape[2] * dy.shape[3]
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], scratch: &mut Vec<f32>, _: &EvalCtx) {
+        let (x, dy) = (ins[0], ins[1]);
+        let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+        let [o, oh, ow] = [dy.shape[1], dy.shape[2], dy.shape[3]];
+        let g = self.groups;
+        let (cg, og) = (c / g, o / g);
+        let kk = cg * self.window.kernel[0] * self.window.kernel[1];
+        let plane = oh * ow;
+        out.fill(0.0);
+        let par = if og * plane * kk >= 1 << 17 { Parallelism::Rayon(0) } else { Parallelism::None };
+        for b in 0..n {
+            for gi in 0..g {
+                let xin = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
+                let cols = &mut scratch[..kk * plane];
+                im2col(xin, [h, wd], [oh, ow], &self.window, cols);
+                let gy = &dy.data[(b * o + gi * og) * plane..(b * o + (gi + 1) * og) * plane];
+                let dst = &mut out[gi * og * kk..(gi + 1) * og * kk];
+                // SAFETY: gy is [og, plane], cols is [kk, plane] (read as its
+                // transpose [plane, kk]), dst is [og, kk]; all row-major and in bounds.
+                unsafe {
+                    gemm::gemm(
+                        og, kk, plane, dst.as_mut_ptr(), 1, kk as isize, b > 0, gy.as_ptr(), 1, plane as isize,
+                        cols.as_ptr(), plane as isize, 1, 1.0, 1.0, false, false, false, par,
+                    );
+                }
+            }
+        }
+    }
+    fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {
+        let dy = ins[1];
+        Cost { flops: 2.0 * out.numel() as f64 * (dy.shape[0] * dy.shape[2] * dy.shape[3]) as f64 }
     }
 }

@@ -416,9 +416,16 @@ impl OpDef for Binary {
         Ok(Fact::new(shape, if self.is_comparison() { DType::Bool } else { d }))
     }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
-        let f = *self;
         let ieee = ctx.ieee;
-        map_broadcast::<2>([ins[0], ins[1]], out, out_shape, move |v| f.apply(v[0], v[1], ieee));
+        // As for Unary: a constant variant per arm lets each loop vectorise.
+        macro_rules! arms {
+            ($($v:ident),*) => {
+                match *self {
+                    $(Binary::$v => binary_loop(ins[0], ins[1], out, out_shape, move |a, b| Binary::$v.apply(a, b, ieee)),)*
+                }
+            };
+        }
+        arms!(Add, Sub, Mul, Div, Pow, Maximum, Minimum, Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual)
     }
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
         Cost { flops: out.numel() as f64 * if *self == Binary::Pow { 8.0 } else { 1.0 } }
@@ -428,6 +435,60 @@ impl OpDef for Binary {
 impl Binary {
     pub fn is_exact(&self) -> bool {
         matches!(self, Binary::Maximum | Binary::Minimum) || self.is_comparison()
+    }
+}
+
+/// Two-input elementwise loop with flat fast paths (same shape, scalar on
+/// either side, a row vector over the last axis) before the general walk.
+#[inline(always)]
+fn binary_loop(a: View, b: View, out: &mut [f32], out_shape: &[usize], f: impl Fn(f32, f32) -> f32 + Sync + Send + Copy) {
+    let n = out.len();
+    let par = n >= 2 * PAR_CHUNK;
+    macro_rules! run {
+        ($body:expr) => {
+            if par {
+                out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(c, o)| {
+                    let start = c * PAR_CHUNK;
+                    for (j, o) in o.iter_mut().enumerate() {
+                        *o = $body(start + j);
+                    }
+                });
+            } else {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = $body(i);
+                }
+            }
+        };
+    }
+    let (ad, bd) = (a.data, b.data);
+    match (ad.len() == n, bd.len() == n, ad.len() == 1, bd.len() == 1) {
+        (true, true, _, _) => run!(|i: usize| f(ad[i], bd[i])),
+        (true, false, _, true) => {
+            let bv = bd[0];
+            run!(|i: usize| f(ad[i], bv))
+        }
+        (false, true, true, _) => {
+            let av = ad[0];
+            run!(|i: usize| f(av, bd[i]))
+        }
+        _ => {
+            let last = *out_shape.last().unwrap_or(&1);
+            // x [.., N] op row [N]: the common bias-add shape.
+            if ad.len() == n && bd.len() == last && b.shape.iter().rev().skip(1).all(|&d| d == 1) {
+                let body = |o: &mut [f32], x: &[f32]| {
+                    for ((o, &xv), &bv) in o.iter_mut().zip(x).zip(bd) {
+                        *o = f(xv, bv);
+                    }
+                };
+                if par {
+                    out.par_chunks_mut(last).zip(ad.par_chunks(last)).for_each(|(o, x)| body(o, x));
+                } else {
+                    out.chunks_mut(last).zip(ad.chunks(last)).for_each(|(o, x)| body(o, x));
+                }
+            } else {
+                map_broadcast::<2>([a, b], out, out_shape, move |v| f(v[0], v[1]));
+            }
+        }
     }
 }
 
@@ -549,5 +610,145 @@ pub(crate) fn map_broadcast<const N: usize>(
         for (row, o) in out.chunks_mut(inner).enumerate() {
             row_fn(row, o);
         }
+    }
+}
+
+impl Unary {
+    /// `f'(x)`, the local derivative used by [`UnaryGrad`]. `None` for ops
+    /// whose derivative is zero almost everywhere (floor, sign, …): autograd
+    /// then sends no gradient through them instead of a tensor of zeros.
+    pub fn derivative(&self, x: f32) -> Option<f32> {
+        use Unary::*;
+        let step = |c: bool| if c { 1.0 } else { 0.0 };
+        Some(match *self {
+            Relu => step(x > 0.0),
+            Relu6 => step(x > 0.0 && x < 6.0),
+            LeakyRelu(a) => {
+                if x >= 0.0 {
+                    1.0
+                } else {
+                    a
+                }
+            }
+            Elu(a) => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    a * exp(x)
+                }
+            }
+            Silu => {
+                let s = sigmoid(x);
+                s * (1.0 + x * (1.0 - s))
+            }
+            Sigmoid => {
+                let s = sigmoid(x);
+                s * (1.0 - s)
+            }
+            HardSigmoid { alpha, beta } => {
+                let v = alpha * x + beta;
+                if v > 0.0 && v < 1.0 {
+                    alpha
+                } else {
+                    0.0
+                }
+            }
+            HardSwish => {
+                if x <= -3.0 {
+                    0.0
+                } else if x >= 3.0 {
+                    1.0
+                } else {
+                    (2.0 * x + 3.0) / 6.0
+                }
+            }
+            Gelu(GeluMode::Exact) => {
+                let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                let pdf = (-0.5 * x * x).exp() / (2.0 * std::f32::consts::PI).sqrt();
+                cdf + x * pdf
+            }
+            Gelu(GeluMode::Tanh) => {
+                let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                let u = c * (x + 0.044715 * x * x * x);
+                let t = tanh(u);
+                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x)
+            }
+            Softplus => sigmoid(x),
+            Softsign => {
+                let d = 1.0 + x.abs();
+                1.0 / (d * d)
+            }
+            Tanh => {
+                let t = tanh(x);
+                1.0 - t * t
+            }
+            ScaledTanh { alpha, beta } => {
+                let t = tanh(beta * x);
+                alpha * beta * (1.0 - t * t)
+            }
+            Threshold(a) => step(x > a),
+            Clip { lo, hi } => step(x > lo && x < hi),
+            Exp => exp(x),
+            Exp2 => x.exp2() * std::f32::consts::LN_2,
+            Log => 1.0 / x,
+            Sqrt => 0.5 / x.sqrt(),
+            Rsqrt => -0.5 / (x * x.sqrt()),
+            Reciprocal => -1.0 / (x * x),
+            Square => 2.0 * x,
+            Abs => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            }
+            Neg => -1.0,
+            Sin => x.cos(),
+            Cos => -x.sin(),
+            Atan => 1.0 / (1.0 + x * x),
+            Erf => 2.0 / std::f32::consts::PI.sqrt() * (-x * x).exp(),
+            Sign | Floor | Ceil | Round | LogicalNot => return None,
+        })
+    }
+
+    /// Whether the gradient of this op is zero almost everywhere.
+    pub fn is_piecewise_constant(&self) -> bool {
+        self.derivative(0.5).is_none()
+    }
+}
+
+/// The backward of a unary map, `dx = dy * f'(x)`, as one kernel: composing
+/// f' from primitives would cost several passes and extra fp16 roundings
+/// per activation in every training step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UnaryGrad {
+    pub of: Unary,
+}
+
+impl OpDef for UnaryGrad {
+    fn name(&self) -> String {
+        format!("{}_grad", self.of.op_name())
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        let op = self.name();
+        expect_inputs(&op, inputs, 2)?;
+        expect_float(&op, inputs[0], "x")?;
+        expect_float(&op, inputs[1], "dy")?;
+        if inputs[0].shape != inputs[1].shape {
+            return Err(Error::shape(&op, format!("x {} and dy {} must have the same shape", inputs[0], inputs[1])));
+        }
+        if self.of.is_piecewise_constant() {
+            return Err(Error::value(&op, format!("{} has a zero gradient almost everywhere", self.of.op_name())));
+        }
+        Ok(inputs[1].clone())
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        let u = self.of;
+        map_broadcast::<2>([ins[0], ins[1]], out, out_shape, move |v| v[1] * u.derivative(v[0]).unwrap_or(0.0));
+    }
+    fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
+        Cost { flops: out.numel() as f64 * (self.of.flops_per_elem() + 1.0) }
     }
 }

@@ -13,17 +13,18 @@ pub mod pool;
 pub mod reduce;
 pub mod shape;
 pub mod source;
+mod winograd;
 
 use crate::error::Result;
 use crate::fact::Fact;
 
-pub use conv::{Conv, ConvTranspose};
-pub use elementwise::{Binary, Cast, Unary, Where};
+pub use conv::{Conv, ConvTranspose, ConvWeightGrad};
+pub use elementwise::{Binary, Cast, Unary, UnaryGrad, Where};
 pub use linalg::MatMul;
 pub use norm::{Norm, NormKind, Softmax};
-pub use pool::{Pool, PoolKind, Resize, ResizeMode};
+pub use pool::{Pool, PoolGrad, PoolKind, Resize, ResizeMode};
 pub use reduce::{CumSum, Reduce, ReduceKind};
-pub use shape::{Concat, Expand, Gather, Pad, PadMode, Reshape, Slice, Tile, Transpose};
+pub use shape::{Concat, Expand, Gather, Pad, PadMode, Reshape, ScatterAdd, Slice, Tile, Transpose};
 pub use source::{Const, Input, Param};
 
 /// A read-only input of a kernel: contiguous row-major data and its shape.
@@ -101,6 +102,11 @@ pub enum Op {
     Pad(Pad),
     Gather(Gather),
     Expand(Expand),
+    // Backward ops (built by autograd).
+    UnaryGrad(UnaryGrad),
+    PoolGrad(PoolGrad),
+    ConvWeightGrad(ConvWeightGrad),
+    ScatterAdd(ScatterAdd),
 }
 
 macro_rules! dispatch {
@@ -130,6 +136,10 @@ macro_rules! dispatch {
             Op::Pad($x) => $e,
             Op::Gather($x) => $e,
             Op::Expand($x) => $e,
+            Op::UnaryGrad($x) => $e,
+            Op::PoolGrad($x) => $e,
+            Op::ConvWeightGrad($x) => $e,
+            Op::ScatterAdd($x) => $e,
         }
     };
 }
