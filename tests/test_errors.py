@@ -36,6 +36,8 @@ BUILD_ERRORS = [
     ("exp-uint8", D, lambda: af.exp(U8), ["exp", "uint8[3]"]),
     ("add-mixed_dtypes", D, lambda: U8 + af.input((3,)), ["add", "uint8[3]", "fp16[3]"]),
     ("gelu-mode", V, lambda: af.gelu(X2, "fast"), ["gelu", "fast"]),
+    ("add-fractional_scalar_to_uint8", D, lambda: U8 + 0.5, ["0.5", "uint8"]),
+    ("mul-out_of_range_scalar_to_uint8", D, lambda: af.mul(U8, 300), ["300", "uint8"]),
     # linear algebra
     ("matmul-inner", S, lambda: X2 @ af.input((5, 2)), ["matmul", "[3, 4]", "[5, 2]"]),
     ("matmul-1d", S, lambda: af.matmul(af.input((3,)), af.input((4,))), ["matmul", "[3]", "[4]"]),
@@ -167,6 +169,12 @@ def test_argument_error(exc, build, words):
         build()
     for word in words:
         assert word in str(info.value), f"{word!r} missing from: {info.value}"
+
+
+def test_integral_scalars_keep_working_on_integer_tensors():
+    out = af.compile(af.add(U8, 2))(np.array([1, 2, 250], np.uint8))
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, [3, 4, 252])
 
 
 def test_exception_hierarchy():

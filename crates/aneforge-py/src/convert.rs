@@ -67,6 +67,18 @@ pub fn tensor_like(py: Python<'_>, obj: &Bound<'_, PyAny>, like: Option<&Tensor>
     if obj.is_instance_of::<PyBool>() || obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>() {
         let v: f64 = obj.extract()?;
         let dtype = if dtype == DType::Bool { DType::F16 } else { dtype };
+        // An integer tensor's scalar must be one of its values: `u8 + 0.5`
+        // used to round 0.5 away silently.
+        if let Some((lo, hi)) = dtype.int_range() {
+            if v.fract() != 0.0 || v < lo as f64 || v > hi as f64 {
+                return build(py, || {
+                    Err(aneforge::Error::dtype(
+                        what,
+                        format!("the scalar {v} is not a {dtype} value; cast the tensor first with .cast(\"fp16\")"),
+                    ))
+                });
+            }
+        }
         return build(py, || b::constant(vec![v as f32], vec![], dtype));
     }
     let is_array_like = obj.hasattr("__array__")? || obj.hasattr("__len__")?;
