@@ -266,7 +266,7 @@ def conv_ref(x, W, b=None, stride=1, pad=0, dilation=1, groups=1):
     return out[:, :, 0, :] if one_d else out
 
 
-def conv_transpose_ref(x, W, b=None, stride=1, pad=0, output_pad=0, groups=1):
+def conv_transpose_ref(x, W, b=None, stride=1, pad=0, output_pad=0, groups=1, dilation=1):
     """PyTorch ConvTranspose2d semantics; W [C, O/groups, kh, kw]."""
     one_d = x.ndim == 3
     if one_d:
@@ -276,14 +276,16 @@ def conv_transpose_ref(x, W, b=None, stride=1, pad=0, output_pad=0, groups=1):
         p = pad if isinstance(pad, int) else pad[0]
         pad = (0, p)
         output_pad = (0, _pair(output_pad)[-1])
+        dilation = (1, _pair(dilation)[-1])
     sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
     oph, opw = _pair(output_pad)
     N, C, H, Wd = x.shape
     _, Og, kh, kw = W.shape
     t, l, bo, r = _pads4(pad, kh, kw, H, Wd)
     Cg = C // groups
-    FH = (H - 1) * sh + kh + oph
-    FW = (Wd - 1) * sw + kw + opw
+    FH = (H - 1) * sh + dh * (kh - 1) + 1 + oph
+    FW = (Wd - 1) * sw + dw * (kw - 1) + 1 + opw
     full = np.zeros((N, Og * groups, FH, FW))
     for g in range(groups):
         xs = x[:, g * Cg:(g + 1) * Cg]
@@ -291,9 +293,9 @@ def conv_transpose_ref(x, W, b=None, stride=1, pad=0, output_pad=0, groups=1):
         for i in range(kh):
             for j in range(kw):
                 contrib = np.einsum("nchw,co->nohw", xs, ws[:, :, i, j])
-                full[:, g * Og:(g + 1) * Og, i: i + sh * (H - 1) + 1: sh, j: j + sw * (Wd - 1) + 1: sw] += contrib
-    Ho = (H - 1) * sh - t - bo + kh + oph
-    Wo = (Wd - 1) * sw - l - r + kw + opw
+                full[:, g * Og:(g + 1) * Og, i * dh: i * dh + sh * (H - 1) + 1: sh, j * dw: j * dw + sw * (Wd - 1) + 1: sw] += contrib
+    Ho = FH - t - bo
+    Wo = FW - l - r
     out = full[:, :, t: t + Ho, l: l + Wo]
     if b is not None:
         out = out + b.reshape(1, -1, 1, 1)

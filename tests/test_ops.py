@@ -323,6 +323,9 @@ CONV_T = [
     ("2d-stride_tuple", (1, 2, 3, 4), (2, 2, 3, 2), {"stride": (2, 3), "pad": (1, 0)}, False),
     ("2d-groups2", (1, 4, 3, 3), (4, 3, 3, 3), {"stride": 2, "groups": 2}, True),
     ("1d-s2", (1, 3, 6), (3, 2, 4), {"stride": 2, "pad": 1}, True),
+    ("1d-outpad", (2, 2, 5), (2, 3, 3), {"stride": 3, "output_pad": 2}, False),
+    ("2d-dilation2", (1, 2, 4, 4), (2, 2, 3, 3), {"stride": 2, "pad": 1, "dilation": 2}, False),
+    ("2d-pad4", (1, 2, 3, 4), (2, 2, 3, 3), {"stride": 2, "pad": (0, 1, 1, 2)}, False),
 ]
 for cid, xs, ws, kw, bias in CONV_T:
     oc = ws[1] * kw.get("groups", 1)
@@ -363,6 +366,8 @@ POOL = [
     ("same", (1, 2, 7, 7), {"kernel": 3, "stride": 2, "pad": "same"}),
     ("1d", (2, 3, 9), {"kernel": 3, "stride": 2}),
     ("1d_pad", (1, 2, 8), {"kernel": 3, "stride": 1, "pad": 1}),
+    ("stride_gt_kernel", (1, 2, 9, 9), {"kernel": 2, "stride": 3}),
+    ("1d_ceil", (1, 2, 8), {"kernel": 3, "stride": 2, "ceil_mode": True}),
 ]
 for pid, xs, kw in POOL:
     add(f"max_pool-{pid}", lambda x, kw=kw: af.max_pool(x, **kw), lambda x, kw=kw: pool_ref(x, kind="max", **kw), arg(xs), tol=EXACT)
@@ -502,7 +507,7 @@ for shape, axis in [((6,), 0), ((3, 5), 1), ((3, 5), 0), ((2, 3, 4), 1), ((2, 1,
 add("cumsum-method", lambda x: x.cumsum(1), lambda x: np.cumsum(x, 1), arg((2, 4)), tol=ACC, acc_bound=lambda x: np.cumsum(np.abs(np.cumsum(x, 1)), 1))
 
 # ------------------------------------------------------------ normalisation
-for shape, axis in [((7,), -1), ((3, 5), -1), ((3, 5), 0), ((2, 3, 4), 1), ((2, 1, 3, 2, 5), -1)]:
+for shape, axis in [((7,), -1), ((3, 5), -1), ((3, 5), 0), ((2, 3, 4), 1), ((2, 1, 3, 2, 5), -1), ((3, 1), -1)]:
     add(f"softmax-{sid(shape)}-axis{axis}", lambda x, a=axis: af.softmax(x, axis=a), lambda x, a=axis: softmax_ref(x, a), arg(shape, normal(3)), tol=NORM)
     add(
         f"log_softmax-{sid(shape)}-axis{axis}",
