@@ -135,6 +135,11 @@ pub enum Error {
         message: String,
     },
 
+    /// The core compiler refused the encoder graph or failed to plan it
+    /// (e.g. a bucket too large for the simulator's memory limit).
+    #[error("{0}")]
+    Core(#[from] aneforge::Error),
+
     /// A caller-supplied option is out of range (e.g. a max_length beyond the
     /// model's position table).
     #[error("invalid option `{option}`: {message}")]

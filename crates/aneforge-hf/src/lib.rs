@@ -8,11 +8,13 @@
 //! sentence_bert_config.json). This crate gathers them into a
 //! [`ModelFolder`] and turns every failure into an [`Error`] naming the file.
 //!
-//! It holds no graph code: the encoder graph is built on the core builder
-//! from [`ModelFolder::config`], [`layout::expected_tensors`] and
-//! [`Weights::get`].
+//! On top of the folder, [`bert`] builds the encoder graph on the core
+//! builder (everything after the host-side embedding lookup, in one
+//! program) and [`Encoder`] runs it with a cache of per-bucket programs.
 
+pub mod bert;
 mod config;
+mod encoder;
 mod error;
 mod files;
 pub mod layout;
@@ -25,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use config::{Architecture, BertConfig, HiddenAct};
+pub use encoder::{Encoder, DEFAULT_BATCH_SIZE};
 pub use error::{Error, Result};
 pub use sentence::{Pooling, SentenceConfig, SettingsSource};
 pub use tokenizer::{TokenBatch, Tokenizer};

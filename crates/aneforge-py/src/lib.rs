@@ -2,9 +2,11 @@
 //! every decision lives in the core crate.
 
 mod convert;
+mod encoder;
 mod errors;
 mod functions;
 mod net;
+mod targets;
 mod tensor;
 
 use pyo3::prelude::*;
@@ -15,6 +17,8 @@ fn _aneforge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<net::PyNet>()?;
     m.add_function(wrap_pyfunction!(net::compile, m)?)?;
     functions::register(m)?;
+    targets::register(m)?;
+    encoder::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
