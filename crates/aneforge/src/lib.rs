@@ -6,6 +6,7 @@
 //! [`backend::sim::SimProgram`]. No Python here: the binding crate only
 //! converts arguments and maps [`Error`]s to exceptions.
 
+pub mod autograd;
 pub mod backend;
 pub mod builder;
 pub mod compile;
@@ -16,8 +17,10 @@ pub mod graph;
 pub mod numerics;
 pub mod ops;
 pub mod passes;
+pub mod train;
 pub mod target;
 
+pub use autograd::{grad, grad_with_seed};
 pub use compile::{compile, CompileOptions, Compiled, Numerics, Precision};
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -78,6 +78,20 @@ pub fn parameter(data: Vec<f32>, shape: Vec<usize>, name: Option<&str>) -> Resul
     Tensor::source(Op::Param(p), fact, name.map(str::to_string))
 }
 
+/// Optimizer state (moments) kept resident like a parameter, in `dtype`.
+pub fn state(data: Vec<f32>, shape: Vec<usize>, dtype: DType, name: Option<&str>) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    if n != data.len() {
+        return Err(Error::shape("state", format!("{} values do not fill shape {:?}", data.len(), shape)));
+    }
+    if !dtype.is_float() {
+        return Err(Error::dtype("state", format!("state must be fp16 or fp32, got {dtype}")));
+    }
+    let p = Param::with_dtype(data, shape, dtype, name.map(str::to_string));
+    let fact = p.cell.fact.clone();
+    Tensor::source(Op::Param(p), fact, name.map(str::to_string))
+}
+
 /// A scalar constant with the dtype of `like`.
 pub fn scalar_like(v: f32, like: &Tensor) -> Result<Tensor> {
     constant(vec![v], vec![], like.dtype())

@@ -212,3 +212,87 @@ impl OpDef for Resize {
         Cost { flops: out.numel() as f64 * 4.0 }
     }
 }
+
+/// The backward of a [`Pool`]: inputs (x, dy) → dx with x's shape. Max
+/// pooling routes each window's gradient to the first position holding the
+/// window's maximum (PyTorch's rule), accumulating where windows overlap;
+/// average pooling spreads it evenly over the window's counted cells. A
+/// dedicated op because the mask formulation (`x == upsample(max)`) is wrong
+/// for overlapping windows and for ties.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoolGrad {
+    pub pool: Pool,
+}
+
+impl OpDef for PoolGrad {
+    fn name(&self) -> String {
+        format!("{}_grad", self.pool.op_name())
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        let op = self.name();
+        super::expect_inputs(&op, inputs, 2)?;
+        let y = self.pool.infer(&inputs[..1])?;
+        if y.shape != inputs[1].shape {
+            return Err(Error::shape(&op, format!("dy {} must have the pool's output shape {}", fmt_shape(&inputs[1].shape), fmt_shape(&y.shape))));
+        }
+        Ok(inputs[0].clone())
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+        let (x, dy) = (ins[0], ins[1]);
+        let [h, w] = [x.shape[2], x.shape[3]];
+        let [oh, ow] = [dy.shape[2], dy.shape[3]];
+        let win = self.pool.window;
+        let kind = self.pool.kind;
+        let ieee = ctx.ieee;
+        out.par_chunks_mut(h * w).enumerate().for_each(|(p, dst)| {
+            dst.fill(0.0);
+            let src = &x.data[p * h * w..(p + 1) * h * w];
+            let g = &dy.data[p * oh * ow..(p + 1) * oh * ow];
+            for oy in 0..oh {
+                let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
+                let y1 = (y0 + win.kernel[0] as isize).min((h + win.pad[2]) as isize);
+                for ox in 0..ow {
+                    let x0 = (ox * win.stride[1]) as isize - win.pad[1] as isize;
+                    let x1 = (x0 + win.kernel[1] as isize).min((w + win.pad[3]) as isize);
+                    let (ya, yb) = (y0.max(0) as usize, (y1 as usize).min(h));
+                    let (xa, xb) = (x0.max(0) as usize, (x1 as usize).min(w));
+                    let gv = g[oy * ow + ox];
+                    match kind {
+                        PoolKind::Max => {
+                            let mut m = f32::NEG_INFINITY;
+                            let mut at = None;
+                            for yy in ya..yb {
+                                for xx in xa..xb {
+                                    let v = src[yy * w + xx];
+                                    if at.is_none() || v > m || (ieee && v.is_nan() && !m.is_nan()) {
+                                        m = v;
+                                        at = Some(yy * w + xx);
+                                    }
+                                }
+                            }
+                            if let Some(i) = at {
+                                dst[i] += gv;
+                            }
+                        }
+                        PoolKind::Avg { count_include_pad } => {
+                            let n = if count_include_pad {
+                                ((y1 - y0) * (x1 - x0)) as f32
+                            } else {
+                                ((yb - ya) * (xb - xa)) as f32
+                            };
+                            let share = gv / n;
+                            for yy in ya..yb {
+                                for d in &mut dst[yy * w + xa..yy * w + xb] {
+                                    *d += share;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+    fn cost(&self, ins: &[&Fact], _: &Fact) -> Cost {
+        Cost { flops: (ins[1].numel() * self.pool.window.kernel[0] * self.pool.window.kernel[1]) as f64 }
+    }
+}

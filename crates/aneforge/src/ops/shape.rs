@@ -435,3 +435,54 @@ impl OpDef for Gather {
         movement_cost()
     }
 }
+
+/// Scatter-add along one axis with indices fixed at build time: the
+/// backward of [`Gather`] (repeated indices accumulate) and of strided
+/// slices. Input dy has the gather's output shape; the output has the
+/// gathered tensor's shape with `size` along `axis`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScatterAdd {
+    pub axis: usize,
+    pub indices: Arc<Vec<usize>>,
+    pub indices_shape: Vec<usize>,
+    pub size: usize,
+}
+
+impl OpDef for ScatterAdd {
+    fn name(&self) -> String {
+        "scatter_add".into()
+    }
+    fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
+        super::expect_inputs("scatter_add", inputs, 1)?;
+        let dy = inputs[0];
+        let k = self.indices_shape.len();
+        if dy.rank() < self.axis + k || dy.shape[self.axis..self.axis + k] != self.indices_shape[..] {
+            return Err(Error::shape("scatter_add", format!("dy {} does not hold indices of shape {} at axis {}", fmt_shape(&dy.shape), fmt_shape(&self.indices_shape), self.axis)));
+        }
+        if self.indices.iter().any(|&i| i >= self.size) {
+            return Err(Error::shape("scatter_add", format!("an index is out of range for size {}", self.size)));
+        }
+        let mut shape = dy.shape[..self.axis].to_vec();
+        shape.push(self.size);
+        shape.extend(&dy.shape[self.axis + k..]);
+        Ok(Fact::new(shape, dy.dtype))
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+        let dy = ins[0];
+        let outer: usize = out_shape[..self.axis].iter().product();
+        let inner: usize = out_shape[self.axis + 1..].iter().product();
+        let (n, k) = (self.size, self.indices.len());
+        out.fill(0.0);
+        for o in 0..outer {
+            for (j, &i) in self.indices.iter().enumerate() {
+                let src = &dy.data[(o * k + j) * inner..(o * k + j + 1) * inner];
+                for (d, &s) in out[(o * n + i) * inner..(o * n + i + 1) * inner].iter_mut().zip(src) {
+                    *d += s;
+                }
+            }
+        }
+    }
+    fn cost(&self, ins: &[&Fact], _: &Fact) -> Cost {
+        Cost { flops: ins[0].numel() as f64 }
+    }
+}

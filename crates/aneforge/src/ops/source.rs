@@ -4,7 +4,12 @@ use super::{Cost, EvalCtx, OpDef, View};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::fact::Fact;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
+
+/// Reads a parameter's current value from wherever it lives while a
+/// resident training program owns it (its buffers), or `None` if that
+/// program no longer holds it.
+pub type ResidentReader = dyn Fn() -> Option<Vec<f32>> + Send + Sync;
 
 /// A runtime input port.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,11 +55,20 @@ pub struct Param {
     pub cell: Arc<ParamCell>,
 }
 
-#[derive(Debug)]
 pub struct ParamCell {
     pub fact: Fact,
     pub values: RwLock<Vec<f32>>,
     pub name: Option<String>,
+    /// Set while a resident program holds the live values: reading the
+    /// parameter then asks it, so `p.numpy()` and later compiles see the
+    /// trained weights without copying them to the host after every step.
+    pub resident: RwLock<Option<Weak<ResidentReader>>>,
+}
+
+impl std::fmt::Debug for ParamCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ParamCell({:?} {})", self.name, self.fact)
+    }
 }
 
 impl PartialEq for Param {
@@ -65,10 +79,37 @@ impl PartialEq for Param {
 
 impl Param {
     pub fn new(values: Vec<f32>, shape: Vec<usize>, name: Option<String>) -> Param {
-        Param { cell: Arc::new(ParamCell { fact: Fact::new(shape, DType::F16), values: RwLock::new(values), name }) }
+        Param::with_dtype(values, shape, DType::F16, name)
     }
-    /// A copy of the current values (a poisoned lock still holds valid data).
+    /// A parameter stored as `dtype`: fp16 for weights; fp32 for optimizer
+    /// moments, whose squared gradients underflow fp16.
+    pub fn with_dtype(values: Vec<f32>, shape: Vec<usize>, dtype: DType, name: Option<String>) -> Param {
+        Param {
+            cell: Arc::new(ParamCell { fact: Fact::new(shape, dtype), values: RwLock::new(values), name, resident: RwLock::new(None) }),
+        }
+    }
+    /// Attaches (or with `None` detaches) the resident program holding the
+    /// live values.
+    pub fn set_resident(&self, r: Option<Weak<ResidentReader>>) {
+        match self.cell.resident.write() {
+            Ok(mut g) => *g = r,
+            Err(p) => *p.into_inner() = r,
+        }
+    }
+    /// The current values: from the resident program holding them, if any,
+    /// else the host copy (a poisoned lock still holds valid data).
     pub fn values(&self) -> Vec<f32> {
+        let reader = match self.cell.resident.read() {
+            Ok(g) => g.as_ref().and_then(Weak::upgrade),
+            Err(p) => p.into_inner().as_ref().and_then(Weak::upgrade),
+        };
+        if let Some(v) = reader.and_then(|r| r()) {
+            return v;
+        }
+        self.host_values()
+    }
+    /// The host copy only, never asking a resident program.
+    pub fn host_values(&self) -> Vec<f32> {
         match self.cell.values.read() {
             Ok(v) => v.clone(),
             Err(p) => p.into_inner().clone(),

@@ -4,13 +4,22 @@
 //! with slots reused once their value is dead (a liveness plan), and
 //! per-step scratch sized up front. A [`SimState`] holds the slots; once it
 //! exists, a call allocates nothing.
+//!
+//! Resident state (training): a program planned with
+//! [`SimProgram::new_resident`] keeps every parameter in a slot of its own
+//! that no other value reuses. The slot is filled from the parameter once,
+//! when the state is created, and after each run the parameter's update
+//! output (new weights, new optimizer moments) is copied into it. So
+//! between steps parameters and moments stay in the program's buffers and
+//! the host feeds only the batch; [`SimProgram::state`] reads them back on
+//! demand.
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fact::{human_bytes, Fact};
 use crate::graph::Graph;
 use crate::numerics::round_f16_slice;
-use crate::ops::{EvalCtx, Op, View};
+use crate::ops::{EvalCtx, Op, Param, View};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,9 +45,19 @@ pub struct Port {
     pub loc: Loc,
 }
 
+/// A parameter held in a program's buffers between runs.
+#[derive(Clone, Debug)]
+pub struct StateSlot {
+    pub param: Param,
+    pub slot: usize,
+    /// The output whose value replaces the parameter after each run.
+    pub update: Option<usize>,
+}
+
 #[derive(Clone, Debug)]
 pub struct SimProgram {
     steps: Vec<Step>,
+    pub state: Vec<StateSlot>,
     slot_sizes: Vec<usize>,
     scratch: usize,
     consts: Vec<Arc<Vec<f32>>>,
@@ -61,6 +80,42 @@ fn memory_limit() -> u128 {
 impl SimProgram {
     /// Plans buffers for `g`. `names` gives each input and output its port name.
     pub fn new(g: &Graph, input_names: &[String], output_names: &[String], ctx: EvalCtx) -> Result<SimProgram> {
+        Self::plan(g, input_names, output_names, ctx, None)
+    }
+
+    /// Plans `g` with its parameters resident: each gets a private slot,
+    /// and `updates` (parameter, output index) say which output overwrites
+    /// it after every run. Parameters without an update stay constant but
+    /// resident (their values can still be read and written).
+    pub fn new_resident(
+        g: &Graph,
+        input_names: &[String],
+        output_names: &[String],
+        ctx: EvalCtx,
+        updates: &[(Param, usize)],
+    ) -> Result<SimProgram> {
+        for (p, o) in updates {
+            if *o >= g.outputs.len() {
+                return Err(Error::Compile(format!("internal: update output {o} does not exist")));
+            }
+            let out = &g.nodes[g.outputs[*o]].fact;
+            if out.shape != p.cell.fact.shape {
+                return Err(Error::shape(
+                    "train",
+                    format!("the update of parameter {:?} has shape {:?} but the parameter is {:?}", p.cell.name, out.shape, p.cell.fact.shape),
+                ));
+            }
+        }
+        Self::plan(g, input_names, output_names, ctx, Some(updates))
+    }
+
+    fn plan(
+        g: &Graph,
+        input_names: &[String],
+        output_names: &[String],
+        ctx: EvalCtx,
+        resident: Option<&[(Param, usize)]>,
+    ) -> Result<SimProgram> {
         let n = g.nodes.len();
         // Last step index at which each value is read; program outputs never die.
         let mut last_use = vec![0usize; n];
@@ -72,6 +127,14 @@ impl SimProgram {
         for &o in &g.outputs {
             last_use[o] = usize::MAX;
         }
+        if resident.is_some() {
+            for (i, node) in g.nodes.iter().enumerate() {
+                if matches!(node.op, Op::Param(_)) {
+                    last_use[i] = usize::MAX;
+                }
+            }
+        }
+        let mut state: Vec<StateSlot> = vec![];
         let mut loc: Vec<Option<Loc>> = vec![None; n];
         let mut consts: Vec<Arc<Vec<f32>>> = vec![];
         let mut slot_sizes: Vec<usize> = vec![];
@@ -118,9 +181,20 @@ impl SimProgram {
                     loc[i] = Some(Loc::Const(consts.len() - 1));
                     continue;
                 }
+                Op::Param(p) if resident.is_some() => {
+                    if let Some(k) = state.iter().position(|s| s.param == *p) {
+                        loc[i] = Some(Loc::Slot(state[k].slot));
+                        continue;
+                    }
+                    let s = alloc(node.fact.numel(), &mut slot_sizes, &mut free);
+                    let update = resident.and_then(|u| u.iter().find(|(q, _)| q == p).map(|(_, o)| *o));
+                    state.push(StateSlot { param: p.clone(), slot: s, update });
+                    loc[i] = Some(Loc::Slot(s));
+                    continue;
+                }
                 Op::Param(p) => {
                     let mut v = p.values();
-                    if ctx.fp16 {
+                    if ctx.fp16 && p.cell.fact.dtype == DType::F16 {
                         round_f16_slice(&mut v);
                     }
                     consts.push(Arc::new(v));
@@ -174,12 +248,45 @@ impl SimProgram {
                 ),
             });
         }
-        Ok(SimProgram { steps, slot_sizes, scratch, consts, inputs, outputs, ctx })
+        if let Some(u) = resident {
+            for (p, _) in u {
+                if !state.iter().any(|s| s.param == *p) {
+                    return Err(Error::value("train", format!("parameter {:?} has an update but is not used by the program", p.cell.name)));
+                }
+            }
+        }
+        Ok(SimProgram { steps, state, slot_sizes, scratch, consts, inputs, outputs, ctx })
     }
 
     /// Allocates the buffers for one instance.
+    /// Allocates the buffers for one instance; resident parameters start
+    /// from the values their parameter objects hold now.
     pub fn new_state(&self) -> SimState {
-        SimState { slots: self.slot_sizes.iter().map(|&s| vec![0.0; s]).collect(), scratch: vec![0.0; self.scratch] }
+        let mut st =
+            SimState { slots: self.slot_sizes.iter().map(|&s| vec![0.0; s]).collect(), scratch: vec![0.0; self.scratch] };
+        for k in 0..self.state.len() {
+            let v = self.state[k].param.values();
+            self.set_state(&mut st, k, &v);
+        }
+        st
+    }
+
+    /// The current value of resident parameter `k`.
+    pub fn state<'a>(&self, st: &'a SimState, k: usize) -> &'a [f32] {
+        let s = &self.state[k];
+        &st.slots[s.slot][..s.param.cell.fact.numel()]
+    }
+
+    /// Overwrites resident parameter `k` (rounded to its storage type).
+    /// `v` must hold exactly the parameter's element count.
+    pub fn set_state(&self, st: &mut SimState, k: usize, v: &[f32]) {
+        let s = &self.state[k];
+        let n = s.param.cell.fact.numel();
+        let dst = &mut st.slots[s.slot][..n];
+        dst.copy_from_slice(&v[..n]);
+        if self.ctx.fp16 && s.param.cell.fact.dtype == DType::F16 {
+            round_f16_slice(dst);
+        }
     }
 
     /// Where input `k` must be written before `run` (length = numel).
@@ -234,6 +341,18 @@ impl SimProgram {
                 round_f16_slice(&mut out[..n]);
             }
             st.slots[step.out] = out;
+        }
+        // Resident updates: the new values replace the state for the next run.
+        for s in &self.state {
+            let Some(o) = s.update else { continue };
+            let Loc::Slot(src) = self.outputs[o].loc else { continue };
+            if src == s.slot {
+                continue;
+            }
+            let n = s.param.cell.fact.numel();
+            let v = std::mem::take(&mut st.slots[src]);
+            st.slots[s.slot][..n].copy_from_slice(&v[..n]);
+            st.slots[src] = v;
         }
     }
 
