@@ -412,3 +412,23 @@ def test_no_panic_reaches_python(call):
         if panic is not None and isinstance(e, panic) or type(e).__name__ == "PanicException":
             pytest.fail(f"a Rust panic reached Python: {e}")
         assert isinstance(e, (af.AneForgeError, ValueError, TypeError, IndexError, MemoryError, OverflowError)), f"unexpected {type(e)}: {e}"
+
+
+def test_duplicate_input_names_are_refused_at_compile():
+    a, b = af.input((2,), name="dup"), af.input((2,), name="dup")
+    with pytest.raises(ValueError, match='"dup"'):
+        af.compile(a + b)
+
+
+def test_outputs_may_repeat_or_be_inputs_and_do_not_alias_across_calls():
+    a = af.input((2,), name="a")
+    y = a * 2
+    net = af.compile([y, y, a])
+    first = net(np.array([1, 2], np.float16))
+    second = net(np.array([5, 6], np.float16))
+    np.testing.assert_array_equal(first[0], [2, 4])  # not overwritten by the second call
+    np.testing.assert_array_equal(first[1], [2, 4])
+    np.testing.assert_array_equal(first[2], [1, 2])
+    np.testing.assert_array_equal(second[0], [10, 12])
+    first[0][0] = 99  # returned arrays are the caller's
+    np.testing.assert_array_equal(net(np.array([5, 6], np.float16))[0], [10, 12])

@@ -201,8 +201,8 @@ pub fn pad(x: &Tensor, pads: &[(usize, usize)], mode: PadMode) -> Result<Tensor>
 /// [N, C·r², H, W] → [N, C, H·r, W·r] (PyTorch's pixel_shuffle, ONNX DepthToSpace CRD).
 pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
     let s = four_d("pixel_shuffle", x)?;
-    // r² is computed checked: a huge r is refused, not wrapped to 0 and divided by.
-    let rr = r.checked_mul(r).unwrap_or(usize::MAX);
+    // r² saturates: a huge r is refused, not wrapped to 0 and divided by.
+    let rr = r.saturating_mul(r);
     if r == 0 || s[1] % rr != 0 {
         return Err(x.err_here(Error::shape("pixel_shuffle", format!("channels {} must be divisible by r²={rr} (r={r})", s[1]))));
     }
@@ -237,7 +237,7 @@ pub fn space_to_depth(x: &Tensor, b: usize) -> Result<Tensor> {
 /// Inverse of space_to_depth (ONNX DepthToSpace, mode DCR).
 pub fn depth_to_space(x: &Tensor, b: usize) -> Result<Tensor> {
     let s = four_d("depth_to_space", x)?;
-    let bb = b.checked_mul(b).unwrap_or(usize::MAX);
+    let bb = b.saturating_mul(b);
     if b == 0 || s[1] % bb != 0 {
         return Err(x.err_here(Error::shape("depth_to_space", format!("channels {} must be divisible by block²={bb} (block={b})", s[1]))));
     }
