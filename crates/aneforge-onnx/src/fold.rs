@@ -713,7 +713,8 @@ pub fn resolve_reshape(input: &[usize], spec: &[i64], allowzero: bool) -> std::r
         }
     }
     if let Some(i) = infer {
-        let known: usize = out.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &d)| d).product();
+        let others: Vec<usize> = out.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &d)| d).collect();
+        let known = numel(&others);
         if known == 0 || total % known != 0 {
             return Err(format!("cannot reshape {input:?} ({total} elements) to {spec:?}"));
         }

@@ -543,6 +543,9 @@ fn build_node(cx: &mut Importer, node: &NodeProto) -> Result<Vec<Tensor>> {
                 .map(|&a| normalize_axis(a, out_rank).ok_or_else(|| n.fail(format!("axis {a} out of range"))))
                 .collect::<Result<_>>()?;
             norm.sort_unstable();
+            if norm.windows(2).any(|w| w[0] == w[1]) {
+                return Err(n.fail(format!("axes {axes:?} repeat an axis")));
+            }
             let mut shape = x.shape().to_vec();
             for a in norm {
                 shape.insert(a, 1);
@@ -576,12 +579,16 @@ fn build_node(cx: &mut Importer, node: &NodeProto) -> Result<Vec<Tensor>> {
             let reps = n.const_ints(cx, 1, "repeats")?.ok_or_else(|| n.fail("repeats are required"))?;
             let reps: Vec<usize> =
                 reps.iter().map(|&r| usize::try_from(r).map_err(|_| n.fail("negative repeat"))).collect::<Result<_>>()?;
+            let tiled: Option<Vec<usize>> = x.shape().iter().zip(&reps).map(|(&d, &r)| d.checked_mul(r)).collect();
+            if tiled.as_deref().map(crate::tensor::numel).is_none_or(|total| total == usize::MAX) {
+                return Err(n.fail(format!("repeats {reps:?} give an impossibly large tensor")));
+            }
             n.core(b::tile(&x, &reps))?
         }
         "Pad" => pad(cx, &n)?,
         "DepthToSpace" => {
             let x = n.input(cx, 0)?;
-            let bs = usize::try_from(n.a.int("blocksize")?).map_err(|_| n.a.invalid("blocksize", "must be positive"))?;
+            let bs = n.blocksize(&x)?;
             match n.a.string_or("mode", "DCR")? {
                 "DCR" => n.core(b::depth_to_space(&x, bs))?,
                 "CRD" => n.core(b::pixel_shuffle(&x, bs))?,
@@ -590,7 +597,7 @@ fn build_node(cx: &mut Importer, node: &NodeProto) -> Result<Vec<Tensor>> {
         }
         "SpaceToDepth" => {
             let x = n.input(cx, 0)?;
-            let bs = usize::try_from(n.a.int("blocksize")?).map_err(|_| n.a.invalid("blocksize", "must be positive"))?;
+            let bs = n.blocksize(&x)?;
             n.core(b::space_to_depth(&x, bs))?
         }
         "Einsum" => {
@@ -608,6 +615,17 @@ fn build_node(cx: &mut Importer, node: &NodeProto) -> Result<Vec<Tensor>> {
 }
 
 impl Node<'_> {
+    /// `blocksize`, checked against the tensor so the core never sees an
+    /// absurd value (its squares would overflow).
+    fn blocksize(&self, x: &Tensor) -> Result<usize> {
+        let bs = self.a.int("blocksize")?;
+        let limit = x.shape().iter().copied().max().unwrap_or(1).max(1);
+        match usize::try_from(bs) {
+            Ok(v) if (1..=limit).contains(&v) => Ok(v),
+            _ => Err(self.a.invalid("blocksize", format!("{bs} must be between 1 and {limit}"))),
+        }
+    }
+
     fn error_missing(&self, name: &str) -> OnnxError {
         self.a.error(name, crate::error::AttrProblem::Missing)
     }
@@ -618,7 +636,15 @@ fn split(cx: &mut Importer, n: &Node<'_>) -> Result<Vec<Tensor>> {
     let axis = n.a.int_or("axis", 0)?;
     let outputs = n.node.output.len();
     let sizes = match n.const_ints(cx, 1, "split")? {
-        Some(s) => s.iter().map(|&v| usize::try_from(v).map_err(|_| n.fail("negative split size"))).collect::<Result<Vec<_>>>()?,
+        Some(s) => {
+            let sizes: Vec<usize> =
+                s.iter().map(|&v| usize::try_from(v).map_err(|_| n.fail("negative split size"))).collect::<Result<_>>()?;
+            // The core checks the sum; make sure computing it cannot overflow.
+            if sizes.iter().try_fold(0usize, |a, &v| a.checked_add(v)).is_none() {
+                return Err(n.fail(format!("split sizes {s:?} overflow")));
+            }
+            sizes
+        }
         None => {
             let ax = normalize_axis(axis, x.rank()).ok_or_else(|| n.a.invalid("axis", "out of range"))?;
             let parts = n.a.opt_int("num_outputs")?.map(|v| v as usize).unwrap_or(outputs).max(1);
@@ -684,6 +710,12 @@ fn pad(cx: &mut Importer, n: &Node<'_>) -> Result<Tensor> {
         let (lo, hi) = (pads[k], pads[k + axes.len()]);
         let to = |v: i64| usize::try_from(v).map_err(|_| n.fail("negative pads (cropping) are not supported"));
         full[ax] = (to(lo)?, to(hi)?);
+    }
+    // Refuse padded shapes that do not fit in memory arithmetic at all.
+    let padded: Option<Vec<usize>> =
+        x.shape().iter().zip(&full).map(|(&d, &(lo, hi))| d.checked_add(lo)?.checked_add(hi)).collect();
+    if padded.as_deref().map(crate::tensor::numel).is_none_or(|total| total == usize::MAX) {
+        return Err(n.fail(format!("pads {pads:?} give an impossibly large tensor")));
     }
     let mode = match n.a.string_or("mode", "constant")? {
         "constant" => PadMode::Constant(value),

@@ -272,9 +272,10 @@ impl Array {
     }
 }
 
-/// Product of dims (1 for a scalar).
+/// Product of dims (1 for a scalar), saturating so an absurd shape from a
+/// file compares unequal to any real element count instead of overflowing.
 pub(crate) fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).unwrap_or(usize::MAX)
 }
 
 /// Decodes an ONNX tensor into an [`Array`].
