@@ -22,11 +22,14 @@ struct Live {
 pub struct PyNet {
     live: Mutex<Option<Live>>,
     backend: String,
+    /// Lower-case name of the target the Net was validated for, if any.
     target: Option<String>,
     single_output: bool,
+    /// The compile report (rewrites, projection) when a target was given.
+    report: Option<crate::targets::PyReport>,
 }
 
-fn outputs_of(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<Tensor>, bool)> {
+pub(crate) fn outputs_of(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<Tensor>, bool)> {
     if let Ok(t) = obj.cast::<PyTensor>() {
         return Ok((vec![t.get().t.clone()], true));
     }
@@ -45,7 +48,10 @@ fn outputs_of(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<Tensor>, bool)> {
     Ok((ts, false))
 }
 
-/// Compiles `outputs` (a Tensor or a list) into a Net.
+/// Compiles `outputs` (a Tensor or a list) into a Net. `target` ("h13",
+/// "H16s", a chip name such as "M5 Pro") validates the graph for that engine
+/// first (every violation at once, af.TargetError); None uses
+/// `detect_family()`, which off a Mac is None: no validation.
 #[pyfunction]
 #[pyo3(signature = (outputs, target=None, precision="fp16", backend=None, numerics="ane", optimize=true))]
 pub fn compile(
@@ -69,11 +75,17 @@ pub fn compile(
         }
         other => return Err(PyValueError::new_err(format!("compile: backend {other:?} is not \"sim\" or \"ane\""))),
     }
-    let opts = CompileOptions { precision: Precision::parse(precision).py()?, numerics: Numerics::parse(numerics).py()?, optimize, ..Default::default() };
+    let target = match target {
+        Some(name) => Some(aneforge::target::resolve(name).py()?),
+        None => aneforge::target::detect().py()?,
+    };
+    let target_name = target.as_ref().map(|t| t.lower_name());
+    let opts = CompileOptions { precision: Precision::parse(precision).py()?, numerics: Numerics::parse(numerics).py()?, optimize, target };
     let org = origin(py);
     let compiled = py.detach(|| aneforge::error::with_origin(org, || aneforge::compile(&outs, opts))).py()?;
     let state = compiled.program.new_state();
-    Ok(PyNet { live: Mutex::new(Some(Live { compiled, state })), backend, target: target.map(str::to_string), single_output: single })
+    let report = compiled.report.as_ref().map(crate::targets::PyReport::from);
+    Ok(PyNet { live: Mutex::new(Some(Live { compiled, state })), backend, target: target_name, single_output: single, report })
 }
 
 fn port_dict<'py>(py: Python<'py>, p: &aneforge::backend::sim::Port) -> PyResult<Bound<'py, PyDict>> {
@@ -256,6 +268,20 @@ impl PyNet {
     #[getter]
     fn released(&self) -> bool {
         self.live.lock().map(|g| g.is_none()).unwrap_or(true)
+    }
+    /// The compile report when compiled for a target: `.warnings` lists the
+    /// rewrites made instead of refusals, `.estimate` the projection.
+    #[getter]
+    fn report(&self) -> Option<crate::targets::PyReport> {
+        self.report.clone()
+    }
+    /// Latency projection of this program on `target` (default: the target
+    /// it was compiled for, else the host's, else h16g).
+    #[pyo3(signature = (target=None))]
+    fn estimate(&self, target: Option<&str>) -> PyResult<crate::targets::PyEstimate> {
+        let name = target.map(str::to_string).or_else(|| self.target.clone());
+        let t = aneforge::target::estimate_target(name.as_deref()).py()?;
+        self.with_live(|l| Ok(crate::targets::PyEstimate::from(&aneforge::target::estimate_graph(&l.compiled.graph, &t))))
     }
     /// The optimised graph, one op per line (for debugging).
     fn graph(&self) -> PyResult<String> {
