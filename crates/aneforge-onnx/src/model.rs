@@ -160,7 +160,17 @@ impl OnnxModel {
                     });
                 }
             }
-            known.extend(node.output.iter().map(String::as_str));
+            for out in node.output.iter().filter(|o| !o.is_empty()) {
+                if !known.insert(out.as_str()) {
+                    return Err(OnnxError::Malformed {
+                        path: self.path.clone(),
+                        reason: format!(
+                            "node {} writes \"{out}\", which is already defined (ONNX values are assigned once)",
+                            crate::attr::node_label(node)
+                        ),
+                    });
+                }
+            }
         }
         if let Some(out) = g.output.iter().find(|o| !known.contains(o.name.as_str())) {
             return Err(OnnxError::Malformed {
@@ -327,6 +337,10 @@ mod tests {
         let m = OnnxModel::from_proto(proto, "ext.onnx").expect("parses");
         let e = m.initializers().expect_err("external");
         assert!(e.to_string().contains("\"w\"") && e.to_string().contains("w.bin"), "{e}");
+
+        let m = OnnxModel::from_proto(tiny(17).op("Relu", &["x"], &["w"]).build(), "twice.onnx").expect("parses");
+        let e = m.check_references().expect_err("w written by a node and an initializer");
+        assert!(e.to_string().contains("already defined"), "{e}");
 
         let mut proto = tiny(17).build();
         proto.graph.as_mut().expect("graph").initializer.clear();

@@ -207,6 +207,7 @@ fn cases() -> Vec<Case> {
             inputs: vec![("x", img.to_vec(), false)],
         },
     ]);
+    c.extend(families());
     c.into_iter()
         .map(|mut case| {
             // Shared initializers; unused ones are harmless to both runtimes.
@@ -259,6 +260,131 @@ fn cases() -> Vec<Case> {
             case
         })
         .collect()
+}
+
+/// Small models of the families issue 5 names, in exporter style: a
+/// depthwise-separable CNN block with hard-swish and squeeze-excite, a
+/// transformer encoder block (erf GELU, as PyTorch exports it), and an
+/// upsampling decoder.
+fn families() -> Vec<Case> {
+    let nb = |op: &str, ins: &[&str], out: &str| NodeBuilder::new(op, ins, &[out]);
+    let mobile = ModelBuilder::new(17)
+        .input("x", DType::F32, &[1, 8, 16, 16])
+        .initializer("mb_w1", &weights(101, &[16, 8, 1, 1]))
+        .initializer("mb_b1", &weights(102, &[16]))
+        .initializer("mb_dw", &weights(103, &[16, 1, 3, 3]))
+        .initializer("mb_se1", &weights(104, &[4, 16, 1, 1]))
+        .initializer("mb_se1b", &weights(105, &[4]))
+        .initializer("mb_se2", &weights(106, &[16, 4, 1, 1]))
+        .initializer("mb_se2b", &weights(107, &[16]))
+        .initializer("mb_proj", &weights(108, &[8, 16, 1, 1]))
+        .initializer("mb_g", &weights(109, &[8]))
+        .initializer("mb_beta", &weights(110, &[8]))
+        .initializer("mb_mean", &weights(111, &[8]))
+        .initializer("mb_var", &Array::new(vec![8], ArrayData::F32(vec![0.5, 0.8, 1.0, 1.2, 0.9, 1.5, 0.7, 1.1])).expect("var"))
+        .initializer("mb_fc", &weights(112, &[10, 8]))
+        .initializer("mb_fcb", &weights(113, &[10]))
+        .node(nb("Conv", &["x", "mb_w1", "mb_b1"], "e1"))
+        .node(nb("HardSwish", &["e1"], "e2"))
+        .node(nb("Conv", &["e2", "mb_dw"], "d1").attr_int("group", 16).attr_ints("pads", &[1, 1, 1, 1]))
+        .node(nb("HardSwish", &["d1"], "d2"))
+        .node(nb("GlobalAveragePool", &["d2"], "se0"))
+        .node(nb("Conv", &["se0", "mb_se1", "mb_se1b"], "se1"))
+        .node(nb("Relu", &["se1"], "se2"))
+        .node(nb("Conv", &["se2", "mb_se2", "mb_se2b"], "se3"))
+        .node(nb("HardSigmoid", &["se3"], "se4").attr_float("alpha", 1.0 / 6.0))
+        .node(nb("Mul", &["d2", "se4"], "se5"))
+        .node(nb("Conv", &["se5", "mb_proj"], "p1"))
+        .node(nb("BatchNormalization", &["p1", "mb_g", "mb_beta", "mb_mean", "mb_var"], "p2"))
+        .node(nb("Add", &["p2", "x"], "res"))
+        .node(nb("GlobalAveragePool", &["res"], "pool"))
+        .node(nb("Flatten", &["pool"], "flat"))
+        .node(nb("Gemm", &["flat", "mb_fc", "mb_fcb"], "logits").attr_int("transB", 1))
+        .node(nb("Softmax", &["logits"], "y"))
+        .output("y");
+
+    let (t, d, h) = (10usize, 32usize, 4usize);
+    let dh = (d / h) as i64;
+    let mut enc = ModelBuilder::new(17)
+        .input("x", DType::F32, &[1, t, d])
+        .initializer("tf_heads", &i64s(&[1, t as i64, h as i64, dh]))
+        .initializer("tf_merge", &i64s(&[1, t as i64, d as i64]))
+        .initializer("tf_scale", &f32s(&[(dh as f32).sqrt()]).reshaped(vec![]).expect("scalar"))
+        .initializer("tf_half", &f32s(&[0.5]).reshaped(vec![]).expect("scalar"))
+        .initializer("tf_one", &f32s(&[1.0]).reshaped(vec![]).expect("scalar"))
+        .initializer("tf_sqrt2", &f32s(&[std::f32::consts::SQRT_2]).reshaped(vec![]).expect("scalar"));
+    for (k, (name, shape)) in [
+        ("tf_ln1g", vec![d]), ("tf_ln1b", vec![d]), ("tf_wq", vec![d, d]), ("tf_bq", vec![d]), ("tf_wk", vec![d, d]),
+        ("tf_bk", vec![d]), ("tf_wv", vec![d, d]), ("tf_bv", vec![d]), ("tf_wo", vec![d, d]), ("tf_bo", vec![d]),
+        ("tf_ln2g", vec![d]), ("tf_ln2b", vec![d]), ("tf_w1", vec![d, 2 * d]), ("tf_b1", vec![2 * d]),
+        ("tf_w2", vec![2 * d, d]), ("tf_b2", vec![d]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        enc = enc.initializer(name, &weights(200 + k as u64, &shape));
+    }
+    let mut enc = enc.node(nb("LayerNormalization", &["x", "tf_ln1g", "tf_ln1b"], "ln1"));
+    for p in ["q", "k", "v"] {
+        let (w, bias) = (format!("tf_w{p}"), format!("tf_b{p}"));
+        let (mm, ad, rs, tr) = (format!("{p}_mm"), format!("{p}_ad"), format!("{p}_rs"), format!("{p}_h"));
+        enc = enc
+            .node(nb("MatMul", &["ln1", &w], &mm))
+            .node(nb("Add", &[&mm, &bias], &ad))
+            .node(nb("Reshape", &[&ad, "tf_heads"], &rs))
+            .node(nb("Transpose", &[&rs], &tr).attr_ints("perm", &[0, 2, 1, 3]));
+    }
+    let enc = enc
+        .node(nb("Transpose", &["k_h"], "k_t").attr_ints("perm", &[0, 1, 3, 2]))
+        .node(nb("MatMul", &["q_h", "k_t"], "sc"))
+        .node(nb("Div", &["sc", "tf_scale"], "sc2"))
+        .node(nb("Softmax", &["sc2"], "att").attr_int("axis", -1))
+        .node(nb("MatMul", &["att", "v_h"], "ctx"))
+        .node(nb("Transpose", &["ctx"], "ctx_t").attr_ints("perm", &[0, 2, 1, 3]))
+        .node(nb("Reshape", &["ctx_t", "tf_merge"], "ctx_m"))
+        .node(nb("MatMul", &["ctx_m", "tf_wo"], "o1"))
+        .node(nb("Add", &["o1", "tf_bo"], "o2"))
+        .node(nb("Add", &["x", "o2"], "r1"))
+        .node(nb("LayerNormalization", &["r1", "tf_ln2g", "tf_ln2b"], "ln2"))
+        .node(nb("MatMul", &["ln2", "tf_w1"], "f1"))
+        .node(nb("Add", &["f1", "tf_b1"], "f2"))
+        .node(nb("Div", &["f2", "tf_sqrt2"], "gl1"))
+        .node(nb("Erf", &["gl1"], "gl2"))
+        .node(nb("Add", &["gl2", "tf_one"], "gl3"))
+        .node(nb("Mul", &["f2", "gl3"], "gl4"))
+        .node(nb("Mul", &["gl4", "tf_half"], "gl5"))
+        .node(nb("MatMul", &["gl5", "tf_w2"], "f3"))
+        .node(nb("Add", &["f3", "tf_b2"], "f4"))
+        .node(nb("Add", &["r1", "f4"], "y"))
+        .output("y");
+
+    let decoder = ModelBuilder::new(19)
+        .input("x", DType::F32, &[1, 8, 6, 6])
+        .initializer("up_c1", &weights(301, &[8, 8, 3, 3]))
+        .initializer("up_c1b", &weights(302, &[8]))
+        .initializer("up_scales", &f32s(&[1.0, 1.0, 2.0, 2.0]))
+        .initializer("up_c2", &weights(303, &[4, 16, 3, 3]))
+        .initializer("up_t", &weights(304, &[4, 2, 2, 2]))
+        .initializer("up_tb", &weights(305, &[2]))
+        .node(nb("Conv", &["x", "up_c1", "up_c1b"], "u1").attr_ints("pads", &[1, 1, 1, 1]))
+        .node(nb("Relu", &["u1"], "u2"))
+        .node(nb("Resize", &["u2", "", "up_scales"], "u3")
+            .attr_string("mode", "nearest")
+            .attr_string("coordinate_transformation_mode", "asymmetric")
+            .attr_string("nearest_mode", "floor"))
+        .node(nb("Resize", &["x", "", "up_scales"], "skip").attr_string("mode", "linear"))
+        .node(nb("Concat", &["u3", "skip"], "cat").attr_int("axis", 1))
+        .node(nb("Conv", &["cat", "up_c2"], "u4").attr_ints("pads", &[1, 1, 1, 1]))
+        .node(nb("LeakyRelu", &["u4"], "u5").attr_float("alpha", 0.2))
+        .node(nb("ConvTranspose", &["u5", "up_t", "up_tb"], "u6").attr_ints("strides", &[2, 2]))
+        .node(nb("Sigmoid", &["u6"], "y"))
+        .output("y");
+
+    vec![
+        Case { name: "family_mobilenet_se_block", model: mobile, inputs: vec![("x", vec![1, 8, 16, 16], false)] },
+        Case { name: "family_transformer_encoder", model: enc, inputs: vec![("x", vec![1, t, d], false)] },
+        Case { name: "family_upsampling_decoder", model: decoder, inputs: vec![("x", vec![1, 8, 6, 6], false)] },
+    ]
 }
 
 /// Runs ONNX Runtime on every case directory under `root`; false (with a
