@@ -139,7 +139,8 @@ def test_build_error_names_op_shapes_and_line(exc, build, words):
 
 # Argument errors caught in the binding before the core sees them: class and wording.
 ARG_ERRORS = [
-    ("conv-negative_pad", V, lambda: af.conv(X4, W3, pad=-1), ["pad", "-1"]),
+    ("conv-negative_pad", V, lambda: af.conv(X4, W3, pad=-1), ["pad", "-1", f"{HERE}:"]),
+    ("conv-stride_triple", V, lambda: af.conv(X4, W3, stride=(1, 2, 3)), ["stride", f"{HERE}:"]),
     ("conv-pad_word", V, lambda: af.conv(X4, W3, pad="full"), ["full", "same"]),
     ("conv-string_weights", T, lambda: af.conv(X4, "abc"), ["W", "numeric"]),
     ("conv-object_weights", T, lambda: af.conv(X4, np.array([[object()]])), ["W", "numeric"]),

@@ -99,12 +99,21 @@ pub fn pair(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<[usize; 2]> {
     match v.as_slice() {
         [a] => to_usize(*a, what).map(|a| [a, a]),
         [a, b] => Ok([to_usize(*a, what)?, to_usize(*b, what)?]),
-        _ => Err(pyo3::exceptions::PyValueError::new_err(format!("{what} must have 1 or 2 entries, got {v:?}"))),
+        _ => Err(pyo3::exceptions::PyValueError::new_err(located(format!("{what} must have 1 or 2 entries, got {v:?}")))),
     }
 }
 
 pub fn to_usize(v: i64, what: &str) -> PyResult<usize> {
-    usize::try_from(v).map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("{what} must be >= 0, got {v}")))
+    usize::try_from(v).map_err(|_| pyo3::exceptions::PyValueError::new_err(located(format!("{what} must be >= 0, got {v}"))))
+}
+
+/// Appends the user's "(built at file:line)" to an argument error raised
+/// here in the binding, as the core does for its own errors.
+pub fn located(msg: String) -> String {
+    match Python::attach(origin) {
+        Some(o) => format!("{msg} (built at {o})"),
+        None => msg,
+    }
 }
 
 /// Axes given as None, an int, or a sequence of ints.
@@ -136,10 +145,7 @@ pub fn dims(shape: &[i64], op: &str) -> PyResult<Vec<usize>> {
             if d <= 0 {
                 Err(crate::errors::af_err(
                     "ShapeError",
-                    format!(
-                        "{op}: shape {shape:?} has a dimension {d}; every dimension must be >= 1{}",
-                        Python::attach(origin).map(|o| format!(" (built at {o})")).unwrap_or_default()
-                    ),
+                    located(format!("{op}: shape {shape:?} has a dimension {d}; every dimension must be >= 1")),
                 ))
             } else {
                 Ok(d as usize)
