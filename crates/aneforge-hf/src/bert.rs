@@ -104,14 +104,34 @@ impl Linear {
                 v.into_iter().map(|x| x * scale).collect()
             }
         };
+        // Stored transposed, [in, out]: the sim's GEMM then reads the weight
+        // in place instead of repacking the PyTorch [out, in] layout on every
+        // call, which cost more than the multiply itself at batch 1.
+        let (out_f, in_f) = match w.shape.as_slice() {
+            [o, i] => (*o, *i),
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    path: weights.path().to_path_buf(),
+                    name: format!("{prefix}.weight"),
+                    expected: vec![0, 0],
+                    actual: w.shape.clone(),
+                })
+            }
+        };
+        let mut wt = vec![0.0f32; w.data.len()];
+        for o in 0..out_f {
+            for i in 0..in_f {
+                wt[i * out_f + o] = w.data[o * in_f + i] * scale;
+            }
+        }
         Ok(Linear {
-            w: Shared::new(scaled(w.data), w.shape),
+            w: Shared::new(wt, vec![in_f, out_f]),
             b: Shared::new(scaled(bias.data), bias.shape),
         })
     }
 
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(b::linear(x, &self.w.tensor()?, Some(&self.b.tensor()?))?)
+        Ok(b::add(&b::matmul(x, &self.w.tensor()?)?, &self.b.tensor()?)?)
     }
 }
 
@@ -232,17 +252,19 @@ impl BertGraph {
         let add_mask = b::mul_scalar(&b::add_scalar(&mask, -1.0)?, -MASK_NEG)?;
         let add_mask = b::reshape(&add_mask, &[bsz, 1, 1, s])?;
 
-        let heads = |t: &Tensor| -> Result<Tensor> {
+        // [B, S, H] → [B, heads, S, dh], or [B, heads, dh, S] for keys so the
+        // score matmul reads both operands row-major.
+        let heads = |t: &Tensor, perm: &[usize]| -> Result<Tensor> {
             let t = b::reshape(t, &[bsz, s, nh, dh])?;
-            Ok(b::transpose(&t, &[0, 2, 1, 3])?)
+            Ok(b::transpose(&t, perm)?)
         };
 
         let mut hs = self.emb_norm.apply(&x, self.eps)?;
         for layer in &self.layers {
-            let q = heads(&layer.query.apply(&hs)?)?;
-            let k = heads(&layer.key.apply(&hs)?)?;
-            let v = heads(&layer.value.apply(&hs)?)?;
-            let scores = b::matmul_t(&q, &k, false, true)?;
+            let q = heads(&layer.query.apply(&hs)?, &[0, 2, 1, 3])?;
+            let kt = heads(&layer.key.apply(&hs)?, &[0, 2, 3, 1])?;
+            let v = heads(&layer.value.apply(&hs)?, &[0, 2, 1, 3])?;
+            let scores = b::matmul(&q, &kt)?;
             let probs = b::softmax(&b::add(&scores, &add_mask)?, -1)?;
             let ctx = b::matmul(&probs, &v)?;
             let ctx = b::reshape(&b::transpose(&ctx, &[0, 2, 1, 3])?, &[bsz, s, h])?;
