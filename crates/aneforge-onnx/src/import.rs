@@ -726,6 +726,10 @@ fn pad(cx: &mut Importer, n: &Node<'_>) -> Result<Tensor> {
     n.core(b::pad(&x, &full, mode))
 }
 
+/// Largest spatial side a `Resize` may produce: far beyond any real model,
+/// small enough that a corrupt scale cannot ask for an impossible tensor.
+const MAX_RESIZE_DIM: usize = 1 << 16;
+
 fn resize(cx: &mut Importer, n: &Node<'_>) -> Result<Tensor> {
     let x = n.input(cx, 0)?;
     if x.rank() != 4 {
@@ -743,10 +747,21 @@ fn resize(cx: &mut Importer, n: &Node<'_>) -> Result<Tensor> {
             .map(Array::to_f32_vec)
             .ok_or_else(|| n.fail("either scales or sizes must be given"))?;
         match scales.as_slice() {
-            [1.0, 1.0, h, w] => [(s[2] as f32 * h).floor() as usize, (s[3] as f32 * w).floor() as usize],
-            _ => return Err(n.fail(format!("scales {scales:?} must be 1 on N and C"))),
+            [1.0, 1.0, h, w] if h.is_finite() && w.is_finite() && *h > 0.0 && *w > 0.0 => {
+                // ONNX: output size = floor(input size * scale).
+                let out = |d: usize, k: f32| (d as f64 * k as f64).floor();
+                let (oh, ow) = (out(s[2], *h), out(s[3], *w));
+                if !(1.0..=MAX_RESIZE_DIM as f64).contains(&oh) || !(1.0..=MAX_RESIZE_DIM as f64).contains(&ow) {
+                    return Err(n.fail(format!("scales {scales:?} give an output of {oh} x {ow}")));
+                }
+                [oh as usize, ow as usize]
+            }
+            _ => return Err(n.fail(format!("scales {scales:?} must be 1 on N and C and positive on H and W"))),
         }
     };
+    if size.iter().any(|&d| d > MAX_RESIZE_DIM) {
+        return Err(n.fail(format!("output size {size:?} exceeds {MAX_RESIZE_DIM} per side")));
+    }
     let ctm = n.a.string_or("coordinate_transformation_mode", "half_pixel")?;
     let mode = match n.a.string_or("mode", "nearest")? {
         "nearest" => {
