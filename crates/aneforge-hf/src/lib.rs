@@ -20,6 +20,7 @@ mod files;
 pub mod layout;
 mod sentence;
 mod tokenizer;
+pub mod vision;
 mod weights;
 
 use std::path::{Path, PathBuf};

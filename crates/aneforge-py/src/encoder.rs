@@ -1,5 +1,6 @@
-//! `af.load(path)` and the `Encoder` it returns: argument conversion and
-//! error mapping over `aneforge_hf::Encoder`, which holds the logic.
+//! The model loaders: `af.load(path)` and the `Encoder` it returns, and the
+//! native vision zoo behind `af.models`; argument conversion and error
+//! mapping over `aneforge_hf`, which holds the logic.
 
 use crate::errors::{af_err, to_py};
 use aneforge_hf::{Encoder, Error as HfError, LoadOptions, Pooling, TokenBatch, DEFAULT_BATCH_SIZE};
@@ -200,8 +201,23 @@ impl PyEncoder {
     }
 }
 
+/// The logits graph of a torchvision model built natively (used by
+/// `af.models`): input `input` [batch, 3, 224, 224], output `logits`
+/// [batch, 1000]. `weights`: a safetensors file with torchvision names, or
+/// None for seeded random weights.
+#[pyfunction]
+#[pyo3(signature = (arch, weights=None, batch=1, seed=0))]
+pub fn _vision_model(py: Python<'_>, arch: &str, weights: Option<PathBuf>, batch: usize, seed: u64) -> PyResult<crate::tensor::PyTensor> {
+    use aneforge_hf::vision::{build, VisionArch};
+    let arch = VisionArch::from_name(arch).map_err(hf_err)?;
+    let org = crate::convert::origin(py);
+    let t = guarded(py, || aneforge::error::with_origin(org, || build(arch, weights.as_deref(), batch, seed)))?;
+    Ok(crate::tensor::PyTensor::new(t))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEncoder>()?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(_vision_model, m)?)?;
     Ok(())
 }
