@@ -122,6 +122,8 @@ impl OpDef for Conv {
         let [kh, kw] = self.window.kernel;
         let kk = cg * kh * kw;
         let plane = oh * ow;
+        // A trailing extra input is the weight transform `prepare` made.
+        let prepared = if ins.len() > 2 + self.bias as usize { ins.last().map(|v| v.data) } else { None };
         if self.is_depthwise(c, o) {
             depthwise(x, w.data, out, [oh, ow], &self.window);
         } else if self.groups == 1 && super::winograd::applies(c, o, oh, ow) && self.is_3x3_s1() {
@@ -129,7 +131,7 @@ impl OpDef for Conv {
                 let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
                 let dst = &mut out[b * o * plane..(b + 1) * o * plane];
                 let pad = [self.window.pad[0], self.window.pad[1]];
-                super::winograd::conv3x3(xin, c, h, wd, w.data, o, pad, dst, oh, ow, scratch);
+                super::winograd::conv3x3(xin, c, h, wd, w.data, prepared, o, pad, dst, oh, ow, scratch);
             }
         } else {
             let par = if og * plane * kk >= 1 << 17 { Parallelism::Rayon(0) } else { Parallelism::None };
@@ -164,6 +166,15 @@ impl OpDef for Conv {
     fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {
         let k = ins[1].shape[1] * ins[1].shape[2] * ins[1].shape[3];
         Cost { flops: 2.0 * out.numel() as f64 * k as f64 }
+    }
+
+    /// Constant 3x3 weights get their Winograd transform once, at compile time.
+    fn prepare(&self, ins: &[&Fact], consts: &[Option<&[f32]>], out: &Fact) -> Option<Vec<f32>> {
+        if !self.is_winograd(ins[0].shape[1], out) {
+            return None;
+        }
+        let w = consts.get(1).copied().flatten()?;
+        Some(super::winograd::transform_weights(w, out.shape[1], ins[0].shape[1]))
     }
 }
 

@@ -74,6 +74,12 @@ pub trait OpDef {
     fn cost(&self, _ins: &[&Fact], out: &Fact) -> Cost {
         Cost { flops: out.numel() as f64 }
     }
+    /// Work a kernel can do once, at compile time, from its constant inputs
+    /// (`consts[i]` is input i's data when it is a constant). The sim passes
+    /// the result to `eval` as one extra trailing input.
+    fn prepare(&self, _ins: &[&Fact], _consts: &[Option<&[f32]>], _out: &Fact) -> Option<Vec<f32>> {
+        None
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +165,9 @@ impl Op {
     }
     pub fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {
         dispatch!(self, x => x.cost(ins, out))
+    }
+    pub fn prepare(&self, ins: &[&Fact], consts: &[Option<&[f32]>], out: &Fact) -> Option<Vec<f32>> {
+        dispatch!(self, x => x.prepare(ins, consts, out))
     }
     /// Sources hold data instead of computing it.
     pub fn is_source(&self) -> bool {
