@@ -7,7 +7,6 @@ mod errors;
 mod functions;
 mod net;
 mod targets;
-mod targets;
 mod tensor;
 
 use pyo3::prelude::*;
@@ -18,7 +17,6 @@ fn _aneforge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<net::PyNet>()?;
     m.add_function(wrap_pyfunction!(net::compile, m)?)?;
     functions::register(m)?;
-    targets::register(m)?;
     targets::register(m)?;
     encoder::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
