@@ -173,11 +173,19 @@ impl SimProgram {
             match &node.op {
                 Op::Input(_) => continue,
                 Op::Const(c) => {
-                    let mut v = (*c.data).clone();
-                    if ctx.fp16 && c.fact.dtype == DType::F16 {
+                    // Data that needs no rounding is shared, not copied: the
+                    // programs a loader builds from one set of weights (an
+                    // encoder's sequence buckets, say) then hold them once.
+                    let round = ctx.fp16
+                        && c.fact.dtype == DType::F16
+                        && !c.data.iter().all(|&x| crate::numerics::round_f16_fast(x).to_bits() == x.to_bits());
+                    if round {
+                        let mut v = (*c.data).clone();
                         round_f16_slice(&mut v);
+                        consts.push(Arc::new(v));
+                    } else {
+                        consts.push(c.data.clone());
                     }
-                    consts.push(Arc::new(v));
                     loc[i] = Some(Loc::Const(consts.len() - 1));
                     continue;
                 }
@@ -210,21 +218,12 @@ impl SimProgram {
                 .collect::<Result<_>>()?;
             let facts = g.facts(node);
             scratch = scratch.max(node.op.scratch_len(&facts, &node.fact));
-            let mut ins = ins;
-            let mut in_shapes: Vec<Vec<usize>> = facts.iter().map(|f| f.shape.clone()).collect();
-            let const_data: Vec<Option<&[f32]>> =
-                ins.iter().map(|l| if let Loc::Const(c) = l { Some(consts[*c].as_slice()) } else { None }).collect();
-            if let Some(extra) = node.op.prepare(&facts, &const_data, &node.fact) {
-                in_shapes.push(vec![extra.len()]);
-                consts.push(Arc::new(extra));
-                ins.push(Loc::Const(consts.len() - 1));
-            }
             let out = alloc(node.fact.numel(), &mut slot_sizes, &mut free);
             loc[i] = Some(Loc::Slot(out));
             steps.push(Step {
                 op: node.op.clone(),
                 ins,
-                in_shapes,
+                in_shapes: facts.iter().map(|f| f.shape.clone()).collect(),
                 out,
                 out_shape: node.fact.shape.clone(),
                 round: ctx.fp16 && node.fact.dtype == DType::F16 && !node.op.is_exact(),
