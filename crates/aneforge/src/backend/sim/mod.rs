@@ -218,12 +218,21 @@ impl SimProgram {
                 .collect::<Result<_>>()?;
             let facts = g.facts(node);
             scratch = scratch.max(node.op.scratch_len(&facts, &node.fact));
+            let mut ins = ins;
+            let mut in_shapes: Vec<Vec<usize>> = facts.iter().map(|f| f.shape.clone()).collect();
+            let const_data: Vec<Option<&[f32]>> =
+                ins.iter().map(|l| if let Loc::Const(c) = l { Some(consts[*c].as_slice()) } else { None }).collect();
+            if let Some(extra) = node.op.prepare(&facts, &const_data, &node.fact) {
+                in_shapes.push(vec![extra.len()]);
+                consts.push(Arc::new(extra));
+                ins.push(Loc::Const(consts.len() - 1));
+            }
             let out = alloc(node.fact.numel(), &mut slot_sizes, &mut free);
             loc[i] = Some(Loc::Slot(out));
             steps.push(Step {
                 op: node.op.clone(),
                 ins,
-                in_shapes: facts.iter().map(|f| f.shape.clone()).collect(),
+                in_shapes,
                 out,
                 out_shape: node.fact.shape.clone(),
                 round: ctx.fp16 && node.fact.dtype == DType::F16 && !node.op.is_exact(),
