@@ -49,7 +49,7 @@ fn sin_cos_are_rewritten_below_h15_and_native_from_h15() {
     assert!(rw.is_empty());
     assert!(g15.nodes.iter().any(|n| matches!(n.op, Op::Unary(Unary::Sin))));
     // the unrewritten graph is refused on h14 by the validator itself
-    let v = validate(&graph(&[s.clone()]), &t("h14"));
+    let v = validate(&graph(std::slice::from_ref(&s)), &t("h14"));
     assert_eq!(v.violations.len(), 1);
     assert_eq!(v.violations[0].first_family.as_deref(), Some("H15"));
 
@@ -149,11 +149,11 @@ fn families_without_mil_refuse_compile_but_validate_and_estimate() {
     let x = b::input(&[1, 16, 8, 8], DType::F16, None).expect("x");
     let y = b::unary(&x, Unary::Relu).expect("y");
     for name in ["h11", "h12", "m9", "t0"] {
-        let rep = validate(&graph(&[y.clone()]), &t(name));
+        let rep = validate(&graph(std::slice::from_ref(&y)), &t(name));
         assert_eq!(rep.violations.len(), 1, "{name}: {rep}");
         assert_eq!(rep.violations[0].first_family.as_deref(), Some("H13"));
         assert!(rep.estimate.as_ref().is_some_and(|e| e.latency_us > 0.0 && e.is_projection));
-        let e = compile(&[y.clone()], CompileOptions { target: Some(t(name)), ..Default::default() });
+        let e = compile(std::slice::from_ref(&y), CompileOptions { target: Some(t(name)), ..Default::default() });
         assert!(matches!(&e, Err(Error::Target(m)) if m.contains("predates MIL")), "{name}");
     }
 }
