@@ -442,3 +442,95 @@ impl OpDef for ConvWeightGrad {
         Cost { flops: 2.0 * out.numel() as f64 * (dy.shape[0] * dy.shape[2] * dy.shape[3]) as f64 }
     }
 }
+
+// ---- MIL lowering (driver and conventions: backend/mil) ----
+
+use crate::backend::mil::{i64s, LowerMil, MilCtx, Val};
+use aneforge_mil::Argument;
+
+impl Window {
+    /// MIL's spatial padding order: [top, bottom, left, right].
+    pub(crate) fn mil_pad(&self) -> Vec<i64> {
+        let p = self.pad;
+        vec![p[0] as i64, p[2] as i64, p[1] as i64, p[3] as i64]
+    }
+}
+
+/// A weight-like operand: the constant (placed in a blob when large) or
+/// the runtime value.
+fn operand(cx: &mut MilCtx, v: &Val, base: &str, d: aneforge_mil::DType) -> Result<Argument> {
+    match v.konst {
+        Some(c) => cx.tensor(base, d, &v.fact.shape, c),
+        None => Ok(Argument::name(&v.name)),
+    }
+}
+
+impl LowerMil for Conv {
+    /// `conv` with explicit ("custom") padding; a constant bias is fused
+    /// into the conv, a runtime one is an `add` over [1, O, 1, 1]; the
+    /// activation epilogue follows as its own op.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = ins[0].mil_dtype();
+        let r = cx.result();
+        let w = operand(cx, &ins[1], "weight", d)?;
+        let mut args = vec![
+            ("dilations", cx.ints("dilations", &i64s(&self.window.dilation))?),
+            ("groups", cx.int("groups", self.groups as i64)?),
+            ("pad", cx.ints("pad", &self.window.mil_pad())?),
+            ("pad_type", cx.string("pad_type", "custom")?),
+            ("strides", cx.ints("strides", &i64s(&self.window.stride))?),
+            ("weight", w),
+            ("x", Argument::name(&ins[0].name)),
+        ];
+        let runtime_bias = self.bias && ins[2].konst.is_none();
+        if self.bias && !runtime_bias {
+            args.push(("bias", operand(cx, &ins[2], "bias", d)?));
+        }
+        let last = !runtime_bias && self.act.is_none();
+        let name = if last { r.clone() } else { cx.fresh("conv") };
+        let mut y = cx.op("conv", args, &name, d, &out.shape);
+        if runtime_bias {
+            let o = out.shape[1];
+            let shape = cx.ints("shape", &[1, o as i64, 1, 1])?;
+            let b = cx.tmp("reshape", vec![("shape", shape), ("x", Argument::name(&ins[2].name))], d, &[1, o, 1, 1]);
+            let name = if self.act.is_none() { r.clone() } else { cx.fresh("add") };
+            y = cx.op("add", vec![("x", Argument::name(&y)), ("y", Argument::name(b))], &name, d, &out.shape);
+        }
+        match self.act {
+            Some(act) => act.lower_to(cx, &y, d, &out.shape, &r),
+            None => Ok(y),
+        }
+    }
+}
+
+impl LowerMil for ConvTranspose {
+    /// `conv_transpose` with explicit padding and the output shape stated,
+    /// which fixes the ambiguity `output_pad` resolves in the graph.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = ins[0].mil_dtype();
+        let r = cx.result();
+        let w = operand(cx, &ins[1], "weight", d)?;
+        let mut args = vec![
+            ("dilations", cx.ints("dilations", &i64s(&self.window.dilation))?),
+            ("groups", cx.int("groups", self.groups as i64)?),
+            ("output_shape", cx.ints("output_shape", &i64s(&out.shape))?),
+            ("pad", cx.ints("pad", &self.window.mil_pad())?),
+            ("pad_type", cx.string("pad_type", "custom")?),
+            ("strides", cx.ints("strides", &i64s(&self.window.stride))?),
+            ("weight", w),
+            ("x", Argument::name(&ins[0].name)),
+        ];
+        let runtime_bias = self.bias && ins[2].konst.is_none();
+        if self.bias && !runtime_bias {
+            args.push(("bias", operand(cx, &ins[2], "bias", d)?));
+        }
+        if !runtime_bias {
+            return Ok(cx.op("conv_transpose", args, &r, d, &out.shape));
+        }
+        let y = cx.tmp("conv_transpose", args, d, &out.shape);
+        let o = out.shape[1];
+        let shape = cx.ints("shape", &[1, o as i64, 1, 1])?;
+        let b = cx.tmp("reshape", vec![("shape", shape), ("x", Argument::name(&ins[2].name))], d, &[1, o, 1, 1]);
+        Ok(cx.op("add", vec![("x", Argument::name(y)), ("y", Argument::name(b))], &r, d, &out.shape))
+    }
+}

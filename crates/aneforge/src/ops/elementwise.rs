@@ -752,3 +752,311 @@ impl OpDef for UnaryGrad {
         Cost { flops: out.numel() as f64 * (self.of.flops_per_elem() + 1.0) }
     }
 }
+
+// ---- MIL lowering (driver and conventions: backend/mil) ----
+
+use crate::backend::mil::{repr, LowerMil, MilCtx, Val};
+use aneforge_mil::{Argument, DType as MDType};
+
+impl Unary {
+    /// Appends this map of `x` to the program under `out`. Shared by the
+    /// fused epilogues of conv and matmul.
+    pub(crate) fn lower_to(&self, cx: &mut MilCtx, x: &str, d: MDType, shape: &[usize], out: &str) -> Result<String> {
+        use Unary::*;
+        let xa = || Argument::name(x);
+        let one = |cx: &mut MilCtx, op: &str| cx.op(op, vec![("x", Argument::name(x))], out, d, shape);
+        Ok(match *self {
+            Relu => one(cx, "relu"),
+            Relu6 => one(cx, "relu6"),
+            Silu => one(cx, "silu"),
+            Sigmoid => one(cx, "sigmoid"),
+            Softplus => one(cx, "softplus"),
+            Softsign => one(cx, "softsign"),
+            Tanh => one(cx, "tanh"),
+            Exp => one(cx, "exp"),
+            Exp2 => one(cx, "exp2"),
+            Sqrt => one(cx, "sqrt"),
+            Abs => one(cx, "abs"),
+            Sign => one(cx, "sign"),
+            Sin => one(cx, "sin"),
+            Cos => one(cx, "cos"),
+            Atan => one(cx, "atan"),
+            Erf => one(cx, "erf"),
+            Floor => one(cx, "floor"),
+            Ceil => one(cx, "ceil"),
+            Round => one(cx, "round"),
+            LeakyRelu(a) | Elu(a) | Threshold(a) => {
+                let alpha = cx.scalar("alpha", d, a)?;
+                let op = match self {
+                    LeakyRelu(_) => "leaky_relu",
+                    Elu(_) => "elu",
+                    _ => "threshold",
+                };
+                cx.op(op, vec![("alpha", alpha), ("x", xa())], out, d, shape)
+            }
+            HardSigmoid { alpha, beta } | ScaledTanh { alpha, beta } => {
+                let (a, b) = (cx.scalar("alpha", d, alpha)?, cx.scalar("beta", d, beta)?);
+                let op = if matches!(self, HardSigmoid { .. }) { "sigmoid_hard" } else { "scaled_tanh" };
+                cx.op(op, vec![("alpha", a), ("beta", b), ("x", xa())], out, d, shape)
+            }
+            // x·relu6(x+3)/6 = x·sigmoid_hard(x; 1/6, 1/2): one LUT op and a mul.
+            HardSwish => {
+                let (a, b) = (cx.scalar("alpha", d, 1.0 / 6.0)?, cx.scalar("beta", d, 0.5)?);
+                let h = cx.tmp("sigmoid_hard", vec![("alpha", a), ("beta", b), ("x", xa())], d, shape);
+                cx.op("mul", vec![("x", xa()), ("y", Argument::name(h))], out, d, shape)
+            }
+            // The mode is always spelled out: gelu without one is refused
+            // by some compilers (ane-anchors §5).
+            Gelu(m) => {
+                let mode = cx.string("mode", if m == GeluMode::Exact { "EXACT" } else { "TANH_APPROXIMATION" })?;
+                cx.op("gelu", vec![("mode", mode), ("x", xa())], out, d, shape)
+            }
+            Clip { lo, hi } => {
+                let (a, b) = (cx.scalar("alpha", d, lo)?, cx.scalar("beta", d, hi)?);
+                cx.op("clip", vec![("alpha", a), ("beta", b), ("x", xa())], out, d, shape)
+            }
+            // log/rsqrt/inverse take an epsilon added to x; the defaults
+            // (1e-45, 1e-12, 1e-4) are subnormal or wrong in fp16, so an
+            // explicit 0 states the sim's exact semantics.
+            Log | Rsqrt | Reciprocal => {
+                let eps = cx.scalar("epsilon", d, 0.0)?;
+                let op = match self {
+                    Log => "log",
+                    Rsqrt => "rsqrt",
+                    _ => "inverse",
+                };
+                cx.op(op, vec![("epsilon", eps), ("x", xa())], out, d, shape)
+            }
+            // Native `square` fused with a nonlinearity miscompiles when
+            // W % 128 > 64; mul(x, x) is the same value.
+            Square => cx.op("mul", vec![("x", xa()), ("y", xa())], out, d, shape),
+            Neg => {
+                let m = cx.scalar("neg_one", d, -1.0)?;
+                cx.op("mul", vec![("x", xa()), ("y", m)], out, d, shape)
+            }
+            LogicalNot => {
+                if d == MDType::Bool {
+                    cx.op("logical_not", vec![("x", xa())], out, MDType::Bool, shape)
+                } else {
+                    let z = cx.scalar("zero", d, 0.0)?;
+                    cx.op("equal", vec![("x", xa()), ("y", z)], out, MDType::Bool, shape)
+                }
+            }
+        })
+    }
+}
+
+impl LowerMil for Unary {
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let r = cx.result();
+        self.lower_to(cx, &ins[0].name, ins[0].mil_dtype(), &out.shape, &r)
+    }
+}
+
+impl LowerMil for Binary {
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        use Binary::*;
+        let r = cx.result();
+        let (a, b) = (&ins[0], &ins[1]);
+        let mut d = a.mil_dtype();
+        let (mut xa, mut ya) = (a.name.clone(), b.name.clone());
+        // MIL compares numbers only; bool operands go through fp16.
+        if d == MDType::Bool {
+            xa = cx.cast_to(&xa, MDType::Bool, MDType::Fp16, &a.fact.shape, None)?;
+            ya = cx.cast_to(&ya, MDType::Bool, MDType::Fp16, &b.fact.shape, None)?;
+            d = MDType::Fp16;
+        }
+        // `mul(reduce(..), 0)` fails in the engine's compiler. x·0 and
+        // x − x agree on every input (0, or NaN for ±inf and NaN), so a
+        // multiply by an all-zero constant becomes a subtraction.
+        if *self == Mul {
+            let zero = |v: &Val| v.konst.is_some_and(|c| !c.is_empty() && c.iter().all(|&z| z == 0.0));
+            let other = if zero(b) { Some(&xa) } else if zero(a) { Some(&ya) } else { None };
+            if let Some(o) = other {
+                let o = o.clone();
+                let of = if zero(b) { a.fact } else { b.fact };
+                cx.note("mul by a zero constant lowered as sub(x, x) (mul(reduce, 0) fails in the engine's compiler)".into());
+                if of.shape == out.shape {
+                    return Ok(cx.op("sub", vec![("x", Argument::name(&o)), ("y", Argument::name(&o))], &r, d, &out.shape));
+                }
+                let s = cx.tmp("sub", vec![("x", Argument::name(&o)), ("y", Argument::name(&o))], d, &of.shape);
+                let zeros = vec![0.0; out.numel()];
+                let z = cx.tensor("zeros", d, &out.shape, &zeros)?;
+                return Ok(cx.op("add", vec![("x", Argument::name(s)), ("y", z)], &r, d, &out.shape));
+            }
+        }
+        let op = match self {
+            Add => "add",
+            Sub => "sub",
+            Mul => "mul",
+            Div => "real_div",
+            Pow => "pow",
+            Maximum => "maximum",
+            Minimum => "minimum",
+            Equal => "equal",
+            NotEqual => "not_equal",
+            Less => "less",
+            LessEqual => "less_equal",
+            Greater => "greater",
+            GreaterEqual => "greater_equal",
+        };
+        let od = if self.is_comparison() { MDType::Bool } else { d };
+        Ok(cx.op(op, vec![("x", Argument::name(xa)), ("y", Argument::name(ya))], &r, od, &out.shape))
+    }
+}
+
+impl LowerMil for Where {
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let r = cx.result();
+        let cond = cx.truthy(&ins[0])?;
+        let d = repr(out.dtype);
+        Ok(cx.op("select", vec![("a", Argument::name(&ins[1].name)), ("b", Argument::name(&ins[2].name)), ("cond", Argument::name(cond))], &r, d, &out.shape))
+    }
+}
+
+impl LowerMil for Cast {
+    /// Integers are integer-valued fp16 inside the program (backend/mil
+    /// docs), so a cast to an integer type is `round` (half to even, as
+    /// the sim) then `clip` to the type's range; between integer types it
+    /// is only the clip.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let x = &ins[0];
+        let (from, to) = (x.fact.dtype, self.to);
+        let (fd, td) = (repr(from), repr(to));
+        let shape = &out.shape;
+        let r = cx.result();
+        if to == DType::Bool {
+            return cx.truthy(x);
+        }
+        if from == DType::Bool {
+            return cx.cast_to(&x.name, MDType::Bool, td, shape, Some(&r));
+        }
+        let Some((lo, hi)) = to.int_range() else {
+            // To fp16 / fp32.
+            return if fd == td { Ok(x.name.clone()) } else { cx.cast_to(&x.name, fd, td, shape, Some(&r)) };
+        };
+        let mut v = x.name.clone();
+        if from.is_float() {
+            v = cx.tmp("round", vec![("x", Argument::name(v))], fd, shape);
+        }
+        // Clip only where the source can leave the target's range; bounds
+        // beyond fp16's range are left to the cast's saturation.
+        let src = from.int_range().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let (lo, hi) = (lo.max(-65504.0), hi.min(65504.0));
+        if src.0 < lo || src.1 > hi {
+            let (a, b) = (cx.scalar("alpha", fd, lo)?, cx.scalar("beta", fd, hi)?);
+            let name = if fd == MDType::Fp16 { r.clone() } else { cx.fresh("clip") };
+            v = cx.op("clip", vec![("alpha", a), ("beta", b), ("x", Argument::name(v))], &name, fd, shape);
+        }
+        if fd != MDType::Fp16 {
+            v = cx.cast_to(&v, fd, MDType::Fp16, shape, Some(&r))?;
+        }
+        Ok(v)
+    }
+}
+
+impl LowerMil for UnaryGrad {
+    /// `dy · f'(x)` composed from MIL ops for the activations training
+    /// uses; the rest are refused with a clear error (the sim runs them).
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        use Unary::*;
+        let (x, dy) = (&ins[0].name, &ins[1].name);
+        let d = ins[1].mil_dtype();
+        let s = &out.shape;
+        let r = cx.result();
+        let n = |v: &str| Argument::name(v);
+        let mask = |cx: &mut MilCtx, cond: String| -> Result<String> {
+            let z = cx.scalar("zero", d, 0.0)?;
+            Ok(cx.op("select", vec![("a", n(dy)), ("b", z), ("cond", n(&cond))], &r, d, s))
+        };
+        let times = |cx: &mut MilCtx, g: String| cx.op("mul", vec![("x", n(dy)), ("y", n(&g))], &r, d, s);
+        match self.of {
+            Relu | Threshold(_) => {
+                let a = if let Threshold(a) = self.of { a } else { 0.0 };
+                let c = cx.scalar("thr", d, a)?;
+                let g = cx.tmp("greater", vec![("x", n(x)), ("y", c)], MDType::Bool, s);
+                mask(cx, g)
+            }
+            Relu6 | Clip { .. } => {
+                let (lo, hi) = if let Clip { lo, hi } = self.of { (lo, hi) } else { (0.0, 6.0) };
+                let (l, h) = (cx.scalar("lo", d, lo)?, cx.scalar("hi", d, hi)?);
+                let g = cx.tmp("greater", vec![("x", n(x)), ("y", l)], MDType::Bool, s);
+                let le = cx.tmp("less", vec![("x", n(x)), ("y", h)], MDType::Bool, s);
+                // Nested selects: logical_and does not compile on any engine.
+                let z = cx.scalar("zero", d, 0.0)?;
+                let inner = cx.tmp("select", vec![("a", n(dy)), ("b", z.clone()), ("cond", n(&le))], d, s);
+                Ok(cx.op("select", vec![("a", n(&inner)), ("b", z), ("cond", n(&g))], &r, d, s))
+            }
+            Sigmoid | Tanh | Softplus => {
+                let op = if self.of == Tanh { "tanh" } else { "sigmoid" };
+                let y = cx.tmp(op, vec![("x", n(x))], d, s);
+                if self.of == Softplus {
+                    return Ok(times(cx, y));
+                }
+                let yy = cx.tmp("mul", vec![("x", n(&y)), ("y", n(&y))], d, s);
+                // sigmoid: y − y²; tanh: 1 − y²
+                let g = if self.of == Tanh {
+                    let one = cx.scalar("one", d, 1.0)?;
+                    cx.tmp("sub", vec![("x", one), ("y", n(&yy))], d, s)
+                } else {
+                    cx.tmp("sub", vec![("x", n(&y)), ("y", n(&yy))], d, s)
+                };
+                Ok(times(cx, g))
+            }
+            Silu => {
+                // σ(x)·(1 + x·(1 − σ(x)))
+                let sg = cx.tmp("sigmoid", vec![("x", n(x))], d, s);
+                let one = cx.scalar("one", d, 1.0)?;
+                let om = cx.tmp("sub", vec![("x", one.clone()), ("y", n(&sg))], d, s);
+                let xo = cx.tmp("mul", vec![("x", n(x)), ("y", n(&om))], d, s);
+                let p1 = cx.tmp("add", vec![("x", n(&xo)), ("y", one)], d, s);
+                let g = cx.tmp("mul", vec![("x", n(&sg)), ("y", n(&p1))], d, s);
+                Ok(times(cx, g))
+            }
+            Exp => {
+                let g = cx.tmp("exp", vec![("x", n(x))], d, s);
+                Ok(times(cx, g))
+            }
+            Log | Reciprocal => {
+                // 1/x, or −1/x² for the reciprocal.
+                let eps = cx.scalar("epsilon", d, 0.0)?;
+                let inv = cx.tmp("inverse", vec![("epsilon", eps), ("x", n(x))], d, s);
+                if self.of == Log {
+                    return Ok(times(cx, inv));
+                }
+                let sq = cx.tmp("mul", vec![("x", n(&inv)), ("y", n(&inv))], d, s);
+                let g = cx.scale(&sq, d, s, -1.0)?;
+                Ok(times(cx, g))
+            }
+            Sqrt => {
+                let eps = cx.scalar("epsilon", d, 0.0)?;
+                let rs = cx.tmp("rsqrt", vec![("epsilon", eps), ("x", n(x))], d, s);
+                let g = cx.scale(&rs, d, s, 0.5)?;
+                Ok(times(cx, g))
+            }
+            Square => {
+                let g = cx.scale(x, d, s, 2.0)?;
+                Ok(times(cx, g))
+            }
+            Neg => {
+                let m = cx.scalar("neg_one", d, -1.0)?;
+                Ok(cx.op("mul", vec![("x", n(dy)), ("y", m)], &r, d, s))
+            }
+            Abs => {
+                let g = cx.tmp("sign", vec![("x", n(x))], d, s);
+                Ok(times(cx, g))
+            }
+            LeakyRelu(a) => {
+                let z = cx.scalar("zero", d, 0.0)?;
+                let ge = cx.tmp("greater_equal", vec![("x", n(x)), ("y", z)], MDType::Bool, s);
+                let (one, al) = (cx.scalar("one", d, 1.0)?, cx.scalar("alpha", d, a)?);
+                let g = cx.tmp("select", vec![("a", one), ("b", al), ("cond", n(&ge))], d, s);
+                Ok(times(cx, g))
+            }
+            other => Err(Error::unsupported(
+                self.name(),
+                format!("the gradient of {} has no MIL lowering yet; train with backend=\"sim\"", other.op_name()),
+            )),
+        }
+    }
+}

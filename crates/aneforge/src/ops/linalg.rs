@@ -192,3 +192,46 @@ pub(crate) fn epilogue_planes(out: &mut [f32], plane: usize, channels: usize, bi
         out.chunks_mut(plane).enumerate().for_each(body);
     }
 }
+
+// ---- MIL lowering (driver and conventions: backend/mil) ----
+
+use crate::backend::mil::{LowerMil, MilCtx, Val};
+use aneforge_mil::Argument;
+
+impl LowerMil for MatMul {
+    /// A constant rank-2 right operand (a layer's weight) becomes `linear`
+    /// with the weight laid out [N, K] and the bias fused; anything else is
+    /// `matmul` with the transpose flags, plus `add` for a bias. The fused
+    /// activation follows as its own op.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = ins[0].mil_dtype();
+        let r = cx.result();
+        let (a, b) = (&ins[0], &ins[1]);
+        let bias = if self.bias { Some(&ins[2]) } else { None };
+        let mm_name = if self.act.is_some() { cx.fresh("matmul") } else { r.clone() };
+        let linear_ok = !self.transpose_a && b.rank() == 2 && b.konst.is_some() && bias.is_none_or(|v| v.konst.is_some());
+        let y = if let (true, Some(w)) = (linear_ok, b.konst) {
+            let (k, n) = if self.transpose_b { (b.fact.shape[1], b.fact.shape[0]) } else { (b.fact.shape[0], b.fact.shape[1]) };
+            // linear computes x·Wᵀ with W [N, K].
+            let wt: Vec<f32> = if self.transpose_b { w.to_vec() } else { (0..n * k).map(|i| w[(i % k) * n + i / k]).collect() };
+            let wa = cx.tensor("weight", d, &[n, k], &wt)?;
+            let bias_data = bias.and_then(|v| v.konst).map(|c| c.to_vec()).unwrap_or_else(|| vec![0.0; n]);
+            let ba = cx.tensor("bias", d, &[n], &bias_data)?;
+            cx.op("linear", vec![("bias", ba), ("weight", wa), ("x", Argument::name(&a.name))], &mm_name, d, &out.shape)
+        } else {
+            let (ta, tb) = (cx.boolean("transpose_x", self.transpose_a)?, cx.boolean("transpose_y", self.transpose_b)?);
+            let args = vec![("transpose_x", ta), ("transpose_y", tb), ("x", Argument::name(&a.name)), ("y", Argument::name(&b.name))];
+            match bias {
+                Some(bv) => {
+                    let m = cx.tmp("matmul", args, d, &out.shape);
+                    cx.op("add", vec![("x", Argument::name(m)), ("y", Argument::name(&bv.name))], &mm_name, d, &out.shape)
+                }
+                None => cx.op("matmul", args, &mm_name, d, &out.shape),
+            }
+        };
+        match self.act {
+            Some(act) => act.lower_to(cx, &y, d, &out.shape, &r),
+            None => Ok(y),
+        }
+    }
+}

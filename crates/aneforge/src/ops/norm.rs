@@ -173,3 +173,150 @@ impl OpDef for Norm {
         Cost { flops: out.numel() as f64 * 8.0 }
     }
 }
+
+// ---- MIL lowering (driver and conventions: backend/mil) ----
+
+use crate::backend::mil::{safe_eps, LowerMil, MilCtx, Val};
+use aneforge_mil::Argument;
+
+impl LowerMil for Softmax {
+    /// `softmax` over the last axis. Over another axis whose length is not
+    /// a power of two the engine's compiler rejects softmax (reported for
+    /// the channel axis), so the axis is transposed last and back. The log
+    /// form is `x − max − reduce_log_sum_exp(x − max)`, stable without a
+    /// separate log of a probability.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = ins[0].mil_dtype();
+        let r = cx.result();
+        let shape = &out.shape;
+        let rank = shape.len();
+        let n = shape[self.axis];
+        let move_last = self.axis + 1 != rank && !n.is_power_of_two();
+        let mut x = ins[0].name.clone();
+        let mut s = shape.clone();
+        let mut perm: Vec<usize> = (0..rank).collect();
+        if move_last {
+            perm.remove(self.axis);
+            perm.push(self.axis);
+            s = perm.iter().map(|&p| shape[p]).collect();
+            let pa = cx.ints("perm", &perm.iter().map(|&p| p as i64).collect::<Vec<_>>())?;
+            x = cx.tmp("transpose", vec![("perm", pa), ("x", Argument::name(x))], d, &s);
+            cx.note(format!("softmax over axis {} of length {n} (not a power of two) runs on the last axis between transposes", self.axis));
+        }
+        let axis = if move_last { rank - 1 } else { self.axis } as i64;
+        let name = if move_last { cx.fresh("softmax") } else { r.clone() };
+        let y = if self.log {
+            let ax = cx.ints("axes", &[axis])?;
+            let kd = cx.boolean("keep_dims", true)?;
+            let mut red = s.clone();
+            red[axis as usize] = 1;
+            let m = cx.tmp("reduce_max", vec![("axes", ax.clone()), ("keep_dims", kd.clone()), ("x", Argument::name(&x))], d, &red);
+            let c = cx.tmp("sub", vec![("x", Argument::name(&x)), ("y", Argument::name(m))], d, &s);
+            let l = cx.tmp("reduce_log_sum_exp", vec![("axes", ax), ("keep_dims", kd), ("x", Argument::name(&c))], d, &red);
+            cx.op("sub", vec![("x", Argument::name(c)), ("y", Argument::name(l))], &name, d, &s)
+        } else {
+            let ax = cx.int("axis", axis)?;
+            cx.op("softmax", vec![("axis", ax), ("x", Argument::name(x))], &name, d, &s)
+        };
+        if !move_last {
+            return Ok(y);
+        }
+        let mut inv = vec![0; rank];
+        for (i, &p) in perm.iter().enumerate() {
+            inv[p] = i as i64;
+        }
+        let pa = cx.ints("perm", &inv)?;
+        Ok(cx.op("transpose", vec![("perm", pa), ("x", Argument::name(y))], &r, d, shape))
+    }
+}
+
+impl LowerMil for Norm {
+    /// Layer norm: `layer_norm` over the trailing axes with gamma/beta
+    /// reshaped to the normalised shape (runtime gamma/beta: `mul`/`add`
+    /// after). RMS norm, which MIL lacks: x·rsqrt(Σ(x/√n)² + eps), the
+    /// 1/√n applied before squaring so the fp16 sum cannot overflow, and
+    /// rsqrt's own epsilon argument carrying eps.
+    ///
+    /// Epsilon: below fp16's normal range (1e-5, 1e-6, 1e-12) the engine
+    /// flushes it to zero. Both norms are scale invariant, so x is scaled by
+    /// a power of two k ≤ 16 and eps by k² (exact, same result); an eps too
+    /// small even for that is clamped to 2⁻¹⁴ and noted ([`safe_eps`]).
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = ins[0].mil_dtype();
+        let r = cx.result();
+        let shape = &out.shape;
+        let rank = shape.len();
+        let norm_shape = shape[rank - self.naxes..].to_vec();
+        let n: usize = norm_shape.iter().product();
+        let (k, eps, clamped) = safe_eps(self.eps);
+        if clamped {
+            cx.note(format!("{} eps {} is below fp16's normal range and too small to rescale; clamped to 2^-14", self.name(), self.eps));
+        } else if k != 1.0 {
+            cx.note(format!("{} eps {} rescaled: x·{k}, eps·{} (fp16 flushes subnormal eps)", self.name(), self.eps, k * k));
+        }
+        let gamma = if self.gamma { Some(&ins[1]) } else { None };
+        let beta = if self.beta { Some(&ins[1 + self.gamma as usize]) } else { None };
+        let const_affine = gamma.is_none_or(|g| g.konst.is_some()) && beta.is_none_or(|b| b.konst.is_some());
+        let x = cx.scale(&ins[0].name, d, shape, k)?;
+        let axes: Vec<i64> = (0..self.naxes as i64).map(|i| i - self.naxes as i64).collect();
+        let needs_after = !const_affine || self.kind == NormKind::Rms && (gamma.is_some() || beta.is_some());
+        let core = if needs_after { cx.fresh(&self.name()) } else { r.clone() };
+        let y = match self.kind {
+            NormKind::Layer => {
+                let mut args = vec![
+                    ("axes", cx.ints("axes", &axes)?),
+                    ("epsilon", cx.scalar("epsilon", d, eps)?),
+                    ("x", Argument::name(&x)),
+                ];
+                if const_affine {
+                    if let Some(c) = gamma.and_then(|g| g.konst) {
+                        args.push(("gamma", cx.tensor("gamma", d, &norm_shape, c)?));
+                    }
+                    if let Some(c) = beta.and_then(|b| b.konst) {
+                        args.push(("beta", cx.tensor("beta", d, &norm_shape, c)?));
+                    }
+                }
+                cx.op("layer_norm", args, &core, d, shape)
+            }
+            NormKind::Rms => {
+                let sx = cx.scale(&ins[0].name, d, shape, k / (n as f32).sqrt())?;
+                let sq = cx.tmp("mul", vec![("x", Argument::name(&sx)), ("y", Argument::name(&sx))], d, shape);
+                let mut red = shape.clone();
+                for a in rank - self.naxes..rank {
+                    red[a] = 1;
+                }
+                let ax = cx.ints("axes", &axes)?;
+                let kd = cx.boolean("keep_dims", true)?;
+                let ss = cx.tmp("reduce_sum", vec![("axes", ax), ("keep_dims", kd), ("x", Argument::name(sq))], d, &red);
+                let e = cx.scalar("epsilon", d, eps)?;
+                let rs = cx.tmp("rsqrt", vec![("epsilon", e), ("x", Argument::name(ss))], d, &red);
+                cx.op("mul", vec![("x", Argument::name(&x)), ("y", Argument::name(rs))], &core, d, shape)
+            }
+        };
+        if !needs_after {
+            return Ok(y);
+        }
+        // Affine parameters as broadcasting operands of the normalised shape.
+        let affine = |cx: &mut MilCtx, v: &Val| -> Result<Argument> {
+            match v.konst {
+                Some(c) => cx.tensor("affine", d, &norm_shape, c),
+                None if v.fact.shape == norm_shape => Ok(Argument::name(&v.name)),
+                None => {
+                    let s = cx.ints("shape", &norm_shape.iter().map(|&x| x as i64).collect::<Vec<_>>())?;
+                    Ok(Argument::name(cx.tmp("reshape", vec![("shape", s), ("x", Argument::name(&v.name))], d, &norm_shape)))
+                }
+            }
+        };
+        let mut y = y;
+        if let Some(g) = gamma {
+            let ga = affine(cx, g)?;
+            let name = if beta.is_some() { cx.fresh("mul") } else { r.clone() };
+            y = cx.op("mul", vec![("x", Argument::name(y)), ("y", ga)], &name, d, shape);
+        }
+        if let Some(b) = beta {
+            let ba = affine(cx, b)?;
+            y = cx.op("add", vec![("x", Argument::name(y)), ("y", ba)], &r, d, shape);
+        }
+        Ok(y)
+    }
+}

@@ -296,3 +296,99 @@ impl OpDef for PoolGrad {
         Cost { flops: (ins[1].numel() * self.pool.window.kernel[0] * self.pool.window.kernel[1]) as f64 }
     }
 }
+
+// ---- MIL lowering (driver and conventions: backend/mil) ----
+
+use crate::backend::mil::{i64s, LowerMil, MilCtx, Val};
+use aneforge_mil::Argument;
+
+impl LowerMil for Pool {
+    /// `max_pool` / `avg_pool` with explicit padding. ceil_mode: MIL's rule
+    /// for dropping a last window that starts in the padding differs from
+    /// the graph's (PyTorch's) when padding is asymmetric or zero, so when
+    /// the two disagree the lowering states the extra bottom/right padding
+    /// outright and turns ceil_mode off. That is exact for max pooling and
+    /// for averages that exclude padding.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = ins[0].mil_dtype();
+        let r = cx.result();
+        let x = ins[0].fact;
+        let win = &self.window;
+        let mut pad = win.mil_pad();
+        let mut ceil = self.ceil_mode;
+        if ceil {
+            let mut agrees = true;
+            for ax in 0..2 {
+                let (n, k, s) = (x.shape[2 + ax], win.kernel[ax], win.stride[ax]);
+                let p = win.pad[ax] + win.pad[ax + 2];
+                let mut o = (n + p - k + s - 1) / s + 1;
+                if p > 0 && ((o - 1) * s) as f64 >= n as f64 + p as f64 / 2.0 {
+                    o -= 1;
+                }
+                agrees &= o == out.shape[2 + ax];
+            }
+            if !agrees {
+                ceil = false;
+                for ax in 0..2 {
+                    let (n, k, s) = (x.shape[2 + ax], win.kernel[ax], win.stride[ax]);
+                    let need = (out.shape[2 + ax] - 1) * s + k;
+                    let have = n + win.pad[ax] + win.pad[ax + 2];
+                    pad[ax * 2 + 1] += need.saturating_sub(have) as i64;
+                }
+            }
+        }
+        let mut args = vec![
+            ("ceil_mode", cx.boolean("ceil_mode", ceil)?),
+            ("kernel_sizes", cx.ints("kernel_sizes", &i64s(&win.kernel))?),
+            ("pad", cx.ints("pad", &pad)?),
+            ("pad_type", cx.string("pad_type", "custom")?),
+            ("strides", cx.ints("strides", &i64s(&win.stride))?),
+            ("x", Argument::name(&ins[0].name)),
+        ];
+        let op = match self.kind {
+            PoolKind::Max => "max_pool",
+            PoolKind::Avg { count_include_pad } => {
+                args.push(("exclude_padding_from_average", cx.boolean("exclude_padding_from_average", !count_include_pad)?));
+                "avg_pool"
+            }
+        };
+        if win.dilation != [1, 1] {
+            return Err(Error::unsupported(op, "MIL pooling has no dilation; use a dilation of 1"));
+        }
+        Ok(cx.op(op, args, &r, d, &out.shape))
+    }
+}
+
+impl LowerMil for Resize {
+    /// Nearest at integer factors: `upsample_nearest_neighbor` (the graph's
+    /// floor(dst·in/out) rule is exactly replication then). Other sizes:
+    /// `resize_nearest_neighbor`. Bilinear: `resize_bilinear` with
+    /// ALIGN_CORNERS or UNALIGN_CORNERS (half-pixel centres, PyTorch's
+    /// align_corners=False).
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = ins[0].mil_dtype();
+        let r = cx.result();
+        let x = ins[0].fact;
+        let [h, w] = [x.shape[2], x.shape[3]];
+        let [oh, ow] = self.size;
+        let xa = Argument::name(&ins[0].name);
+        match self.mode {
+            ResizeMode::Nearest if oh % h == 0 && ow % w == 0 => {
+                let sh = cx.int("scale_factor_height", (oh / h) as i64)?;
+                let sw = cx.int("scale_factor_width", (ow / w) as i64)?;
+                Ok(cx.op("upsample_nearest_neighbor", vec![("scale_factor_height", sh), ("scale_factor_width", sw), ("x", xa)], &r, d, &out.shape))
+            }
+            ResizeMode::Nearest => {
+                let th = cx.int("target_size_height", oh as i64)?;
+                let tw = cx.int("target_size_width", ow as i64)?;
+                Ok(cx.op("resize_nearest_neighbor", vec![("target_size_height", th), ("target_size_width", tw), ("x", xa)], &r, d, &out.shape))
+            }
+            ResizeMode::Bilinear { align_corners } => {
+                let th = cx.int("target_size_height", oh as i64)?;
+                let tw = cx.int("target_size_width", ow as i64)?;
+                let mode = cx.string("sampling_mode", if align_corners { "ALIGN_CORNERS" } else { "UNALIGN_CORNERS" })?;
+                Ok(cx.op("resize_bilinear", vec![("sampling_mode", mode), ("target_size_height", th), ("target_size_width", tw), ("x", xa)], &r, d, &out.shape))
+            }
+        }
+    }
+}

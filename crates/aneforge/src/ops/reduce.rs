@@ -423,3 +423,53 @@ mod tests {
         }
     }
 }
+
+// ---- MIL lowering (driver and conventions: backend/mil) ----
+
+use crate::backend::mil::{LowerMil, MilCtx, Val};
+use aneforge_mil::Argument;
+
+impl LowerMil for Reduce {
+    /// `reduce_<kind>`. Mean is `reduce_sum` then a multiply by 1/n:
+    /// `reduce_mean` is reported missing from the engine's MIL, and the
+    /// factor is never 0, so this is not the `mul(reduce, 0)` that fails.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = ins[0].mil_dtype();
+        let r = cx.result();
+        let x = ins[0].fact;
+        let axes: Vec<i64> = self.axes.iter().map(|&a| a as i64).collect();
+        let op = match self.kind {
+            ReduceKind::Sum | ReduceKind::Mean => "reduce_sum",
+            ReduceKind::Max => "reduce_max",
+            ReduceKind::Min => "reduce_min",
+            ReduceKind::Prod => "reduce_prod",
+            ReduceKind::L1Norm => "reduce_l1_norm",
+            ReduceKind::L2Norm => "reduce_l2_norm",
+            ReduceKind::SumSquare => "reduce_sum_square",
+            ReduceKind::LogSum => "reduce_log_sum",
+            ReduceKind::LogSumExp => "reduce_log_sum_exp",
+        };
+        let args = vec![("axes", cx.ints("axes", &axes)?), ("keep_dims", cx.boolean("keep_dims", self.keepdims)?), ("x", Argument::name(&ins[0].name))];
+        if self.kind != ReduceKind::Mean {
+            return Ok(cx.op(op, args, &r, d, &out.shape));
+        }
+        let n: usize = self.axes.iter().map(|&a| x.shape[a]).product();
+        let s = cx.tmp("reduce_sum", args, d, &out.shape);
+        let inv = cx.scalar("inv_n", d, 1.0 / n as f32)?;
+        Ok(cx.op("mul", vec![("x", Argument::name(s)), ("y", inv)], &r, d, &out.shape))
+    }
+}
+
+impl LowerMil for CumSum {
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = ins[0].mil_dtype();
+        let r = cx.result();
+        let args = vec![
+            ("axis", cx.int("axis", self.axis as i64)?),
+            ("exclusive", cx.boolean("exclusive", self.exclusive)?),
+            ("reverse", cx.boolean("reverse", self.reverse)?),
+            ("x", Argument::name(&ins[0].name)),
+        ];
+        Ok(cx.op("cumsum", args, &r, d, &out.shape))
+    }
+}

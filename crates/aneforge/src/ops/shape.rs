@@ -486,3 +486,164 @@ impl OpDef for ScatterAdd {
         Cost { flops: ins[0].numel() as f64 }
     }
 }
+
+// ---- MIL lowering (driver and conventions: backend/mil) ----
+
+use crate::backend::mil::{i64s, repr, LowerMil, MilCtx, Val, MAX_CONCAT_INPUTS};
+use aneforge_mil::Argument;
+
+impl LowerMil for Reshape {
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let r = cx.result();
+        let s = cx.ints("shape", &i64s(&self.shape))?;
+        Ok(cx.op("reshape", vec![("shape", s), ("x", Argument::name(&ins[0].name))], &r, repr(out.dtype), &out.shape))
+    }
+}
+
+impl LowerMil for Transpose {
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let r = cx.result();
+        let p = cx.ints("perm", &i64s(&self.perm))?;
+        Ok(cx.op("transpose", vec![("perm", p), ("x", Argument::name(&ins[0].name))], &r, repr(out.dtype), &out.shape))
+    }
+}
+
+impl LowerMil for Concat {
+    /// `concat`, as a balanced tree of at most [`MAX_CONCAT_INPUTS`]
+    /// inputs per node (the engine's input-count limit); one input is a
+    /// no-op.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = repr(out.dtype);
+        let r = cx.result();
+        if ins.len() == 1 {
+            return Ok(ins[0].name.clone());
+        }
+        if ins.len() > MAX_CONCAT_INPUTS {
+            cx.note(format!("concat of {} inputs split into a tree of {MAX_CONCAT_INPUTS}-input concats", ins.len()));
+        }
+        let mut level: Vec<(String, Vec<usize>)> = ins.iter().map(|v| (v.name.clone(), v.fact.shape.clone())).collect();
+        while level.len() > 1 {
+            let last_level = level.len() <= MAX_CONCAT_INPUTS;
+            let mut next = vec![];
+            for group in level.chunks(MAX_CONCAT_INPUTS) {
+                if group.len() == 1 {
+                    next.push(group[0].clone());
+                    continue;
+                }
+                let mut shape = group[0].1.clone();
+                shape[self.axis] = group.iter().map(|g| g.1[self.axis]).sum();
+                let name = if last_level { r.clone() } else { cx.fresh("concat") };
+                let args = vec![
+                    ("axis", cx.int("axis", self.axis as i64)?),
+                    ("interleave", cx.boolean("interleave", false)?),
+                    ("values", Argument::names(group.iter().map(|g| g.0.clone()))),
+                ];
+                next.push((cx.op("concat", args, &name, d, &shape), shape));
+            }
+            level = next;
+        }
+        Ok(level.remove(0).0)
+    }
+}
+
+impl LowerMil for Slice {
+    /// `slice_by_index`. A negative stride whose end runs past index 0 uses
+    /// `end_mask` (MIL reads an end of −1 as "the last element").
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let r = cx.result();
+        let rank = self.begin.len();
+        let (mut end, mut end_mask) = (vec![0i64; rank], vec![false; rank]);
+        for ax in 0..rank {
+            let (b, n, s) = (self.begin[ax] as i64, self.len[ax] as i64, self.stride[ax] as i64);
+            let e = b + (n - 1) * s + s.signum();
+            if e < 0 {
+                end_mask[ax] = true;
+            } else {
+                end[ax] = e;
+            }
+        }
+        let mut args = vec![
+            ("begin", cx.ints("begin", &i64s(&self.begin))?),
+            ("end", cx.ints("end", &end)?),
+            ("stride", cx.ints("stride", &self.stride.iter().map(|&s| s as i64).collect::<Vec<_>>())?),
+            ("x", Argument::name(&ins[0].name)),
+        ];
+        if end_mask.iter().any(|&m| m) {
+            let name = cx.fresh("end_mask");
+            let t = aneforge_mil::Tensor::new(aneforge_mil::DType::Bool, [rank], aneforge_mil::TensorData::Bool(end_mask))
+                .map_err(crate::backend::mil::mil_err)?;
+            args.push(("end_mask", Argument::name(cx.f.constant(name, aneforge_mil::Value::Immediate(t)))));
+        }
+        Ok(cx.op("slice_by_index", args, &r, repr(out.dtype), &out.shape))
+    }
+}
+
+impl LowerMil for Tile {
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let r = cx.result();
+        let reps = cx.ints("reps", &i64s(&self.reps))?;
+        Ok(cx.op("tile", vec![("reps", reps), ("x", Argument::name(&ins[0].name))], &r, repr(out.dtype), &out.shape))
+    }
+}
+
+impl LowerMil for Expand {
+    /// MIL has no broadcast_to: a reshape adds the leading axes of size 1,
+    /// then `tile` repeats the broadcast axes.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = repr(out.dtype);
+        let r = cx.result();
+        let x = &ins[0];
+        let mut xin = x.name.clone();
+        let mut s = x.fact.shape.clone();
+        if s.len() < out.rank() {
+            let mut full = vec![1; out.rank() - s.len()];
+            full.extend(&s);
+            s = full;
+            let sa = cx.ints("shape", &i64s(&s))?;
+            xin = cx.tmp("reshape", vec![("shape", sa), ("x", Argument::name(xin))], d, &s);
+        }
+        let reps: Vec<i64> = s.iter().zip(&out.shape).map(|(&a, &b)| (b / a.max(1)) as i64).collect();
+        if reps.iter().all(|&k| k == 1) {
+            return Ok(xin);
+        }
+        let ra = cx.ints("reps", &reps)?;
+        Ok(cx.op("tile", vec![("reps", ra), ("x", Argument::name(xin))], &r, d, &out.shape))
+    }
+}
+
+impl LowerMil for Pad {
+    /// `pad` over the trailing axes that are padded (MIL pads the last N
+    /// axes of its pad list), with the mode spelled out.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = repr(out.dtype);
+        let r = cx.result();
+        let first = self.pads.iter().position(|&(a, b)| a + b > 0).unwrap_or(self.pads.len().saturating_sub(1));
+        let flat: Vec<i64> = self.pads[first..].iter().flat_map(|&(a, b)| [a as i64, b as i64]).collect();
+        let (mode, value) = match self.mode {
+            PadMode::Constant(v) => ("constant", v),
+            PadMode::Reflect => ("reflect", 0.0),
+            PadMode::Replicate => ("replicate", 0.0),
+        };
+        let args = vec![
+            ("constant_val", cx.scalar("constant_val", d, value)?),
+            ("mode", cx.string("mode", mode)?),
+            ("pad", cx.ints("pad", &flat)?),
+            ("x", Argument::name(&ins[0].name)),
+        ];
+        Ok(cx.op("pad", args, &r, d, &out.shape))
+    }
+}
+
+impl LowerMil for Gather {
+    /// `gather` with a constant int32 indices tensor: the engine compiles
+    /// gather only when the indices are known at compile time, which the
+    /// graph guarantees.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let r = cx.result();
+        let idx: Vec<f32> = self.indices.iter().map(|&i| i as f32).collect();
+        let shape = if self.indices_shape.is_empty() { vec![] } else { self.indices_shape.clone() };
+        let ia = cx.tensor("indices", aneforge_mil::DType::Int32, &shape, &idx)?;
+        let args = vec![("axis", cx.int("axis", self.axis as i64)?), ("indices", ia), ("x", Argument::name(&ins[0].name))];
+        Ok(cx.op("gather", args, &r, repr(out.dtype), &out.shape))
+    }
+}
