@@ -519,8 +519,13 @@ fn build_node(cx: &mut Importer, node: &NodeProto) -> Result<Vec<Tensor>> {
         "Flatten" => {
             let x = n.input(cx, 0)?;
             let r = x.rank();
-            let axis = n.a.int_or("axis", 1)?;
-            let axis = normalize_axis(axis, r + 1).ok_or_else(|| n.a.invalid("axis", format!("out of range for rank {r}")))?;
+            let raw = n.a.int_or("axis", 1)?;
+            // Flatten's axis lies in [-r, r]; negative counts from r, not r + 1.
+            let axis = if raw < 0 { raw + r as i64 } else { raw };
+            if !(0..=r as i64).contains(&axis) {
+                return Err(n.a.invalid("axis", format!("{raw} is out of range for rank {r}")));
+            }
+            let axis = axis as usize;
             let outer: usize = x.shape()[..axis].iter().product();
             let inner: usize = x.shape()[axis..].iter().product();
             n.core(b::reshape(&x, &[outer, inner]))?
@@ -761,6 +766,15 @@ fn resize(cx: &mut Importer, n: &Node<'_>) -> Result<Tensor> {
     };
     if size.iter().any(|&d| d > MAX_RESIZE_DIM) {
         return Err(n.fail(format!("output size {size:?} exceeds {MAX_RESIZE_DIM} per side")));
+    }
+    if n.a.int_or("antialias", 0)? != 0 {
+        return Err(n.a.invalid("antialias", "antialiased resize is not supported"));
+    }
+    if n.a.has("axes") {
+        return Err(n.a.invalid("axes", "is not supported; give scales or sizes for all four axes"));
+    }
+    if n.a.string_or("keep_aspect_ratio_policy", "stretch")? != "stretch" {
+        return Err(n.a.invalid("keep_aspect_ratio_policy", "only \"stretch\" is supported"));
     }
     let ctm = n.a.string_or("coordinate_transformation_mode", "half_pixel")?;
     let mode = match n.a.string_or("mode", "nearest")? {

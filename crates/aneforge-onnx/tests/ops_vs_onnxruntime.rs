@@ -94,6 +94,8 @@ fn cases() -> Vec<Case> {
         one("GlobalAveragePool", 17, n("GlobalAveragePool", &["x"]), &img),
         one("Transpose", 17, n("Transpose", &["x"]).attr_ints("perm", &[0, 2, 3, 1]), &img),
         one("Flatten", 17, n("Flatten", &["x"]).attr_int("axis", 2), &img),
+        one("Flatten_negative_axis", 17, n("Flatten", &["x"]).attr_int("axis", -1), &img),
+        one("Flatten_axis_0", 17, n("Flatten", &["x"]).attr_int("axis", 0), &img),
         one("DepthToSpace_DCR", 17, n("DepthToSpace", &["x"]).attr_int("blocksize", 2), &img),
         one("DepthToSpace_CRD", 17, n("DepthToSpace", &["x"]).attr_int("blocksize", 2).attr_string("mode", "CRD"), &img),
         one("SpaceToDepth", 17, n("SpaceToDepth", &["x"]).attr_int("blocksize", 2), &img),
