@@ -136,6 +136,24 @@ fn cases() -> Vec<Case> {
         one("Pow", 17, n("Pow", &["x", "two"]), &img),
         one("Einsum", 17, n("Einsum", &["x", "ein"]).attr_string("equation", "nchw,wk->nchk"), &img),
         one("Cast", 17, n("Cast", &["x"]).attr_int("to", 10), &img),
+        // Corners where importers usually slip.
+        one("Gemm_transA_rowbias", 17, n("Gemm", &["x", "gemm_b", "gemm_c"]).attr_int("transA", 1), &[16, 3]),
+        one("MatMul_vector", 17, n("MatMul", &["x", "mm"]), &[16]),
+        one("Softmax_default_axis", 17, n("Softmax", &["x"]), &img),
+        one("Squeeze_all", 17, n("Squeeze", &["x"]), &[1, 6, 1, 4]),
+        one("Concat_negative_axis", 17, n("Concat", &["x", "x"]).attr_int("axis", -2), &img),
+        one("Gather_scalar_index", 17, n("Gather", &["x", "idx0"]).attr_int("axis", 2), &img),
+        one("Slice_negative_axis_step", 17, n("Slice", &["x", "nst", "nen", "nax", "nstp"]), &img),
+        one("ReduceSum_noop_empty", 18, n("ReduceSum", &["x"]).attr_int("noop_with_empty_axes", 1), &img),
+        one("ReduceSum_all", 18, n("ReduceSum", &["x"]).attr_int("keepdims", 0), &img),
+        one("Resize_nearest_sizes", 19, n("Resize", &["x", "", "", "nsizes"]).attr_string("mode", "nearest").attr_string("coordinate_transformation_mode", "asymmetric").attr_string("nearest_mode", "floor"), &img),
+        one("Einsum_attention", 17, n("Einsum", &["x", "x"]).attr_string("equation", "bhqd,bhkd->bhqk"), &img),
+        one("Conv_asymmetric_pads_nobias", 17, n("Conv", &["x", "w"]).attr_ints("pads", &[0, 1, 1, 0]), &img),
+        one("AveragePool_ceil_pads", 19, n("AveragePool", &["x"]).attr_ints("kernel_shape", &[3, 3]).attr_ints("strides", &[2, 2]).attr_ints("pads", &[1, 1, 1, 1]).attr_int("ceil_mode", 1), &[1, 2, 7, 7]),
+        one("MaxPool_1d", 17, n("MaxPool", &["x"]).attr_ints("kernel_shape", &[3]).attr_ints("strides", &[2]), &[1, 4, 11]),
+        one("LayerNormalization_two_axes", 17, n("LayerNormalization", &["x", "g36", "b36"]).attr_int("axis", -2).attr_float("epsilon", 1e-3), &img),
+        one("Where_broadcast_cond", 17, n("Where", &["mask", "x", "pval"]), &img),
+        one("Pad_opset13", 13, n("Pad", &["x", "pads", "pval"]), &img),
     ];
     for op in ["Add", "Sub", "Mul", "Div"] {
         let name: &'static str = Box::leak(format!("{op}_broadcast").into_boxed_str());
@@ -255,6 +273,17 @@ fn cases() -> Vec<Case> {
                 ("gw", weights(16, &[5, 12])),
                 ("gb", weights(17, &[5])),
                 ("split", i64s(&[4, 4])),
+                ("gemm_b", weights(18, &[16, 7])),
+                ("gemm_c", weights(19, &[1, 7])),
+                ("idx0", Array::scalar_i64(-2)),
+                ("nst", i64s(&[-2, 4])),
+                ("nen", i64s(&[0, -10])),
+                ("nax", i64s(&[-1, -2])),
+                ("nstp", i64s(&[-1, -3])),
+                ("nsizes", i64s(&[1, 4, 12, 9])),
+                ("g36", weights(20, &[6, 6])),
+                ("b36", weights(21, &[6, 6])),
+                ("mask", Array::new(vec![1, 1, 1, 6], ArrayData::Bool(vec![true, false, true, true, false, true])).expect("mask")),
             ];
             for (name, a) in inits {
                 case.model = case.model.initializer(name, &a);
