@@ -160,10 +160,21 @@ def test_conv_kernel_width_14_is_refused_on_h13_and_accepted_on_h16():
 
 
 def test_texture_ops_start_at_h14():
-    y = af.upsample_nearest(af.input((1, 4, 8, 8)), 2)
+    x = af.input((1, 4, 8, 8))
+    y = af.resize_bilinear(x, (12, 20))
     r = af.cross_compile_check(y, "h13")
-    assert not r.ok and r.violations[0].first_family == "H14" and r.violations[0].hint
+    assert not r.ok and r.violations[0].first_family == "H14" and "matmul" in r.violations[0].hint
     assert af.cross_compile_check(y, "h14").ok
+
+
+def test_integer_nearest_upsampling_is_rewritten_below_h14():
+    x = af.input((1, 4, 8, 8))
+    y = af.upsample_nearest(x, 2)
+    net = af.compile(y, target="h13")
+    assert len(net.report.warnings) == 1 and "upsampl" in net.report.warnings[0]
+    xs = np.random.default_rng(2).standard_normal((1, 4, 8, 8)).astype(np.float16)
+    np.testing.assert_array_equal(net(xs), xs.repeat(2, axis=2).repeat(2, axis=3))
+    assert af.compile(y, target="h14").report.warnings == []
 
 
 @pytest.mark.parametrize("name", NO_MIL)
@@ -179,7 +190,7 @@ def test_families_without_mil_refuse_compile_but_estimate_works(name):
 
 def test_every_violation_is_reported_at_once_with_file_and_line():
     x = af.input((1, 8, 16, 16))
-    up = af.upsample_nearest(x, 2); l_up = line()
+    up = af.resize_bilinear(x, (32, 32)); l_up = line()
     w = np.full((8, 8, 1, 14), 0.01, np.float32)
     cv = af.conv(up, w); l_cv = line()
     long = af.input((1, 4, 1, 30000))

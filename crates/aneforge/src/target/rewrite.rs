@@ -17,10 +17,14 @@
 //!   `sum(x * x)` tiles the `mul` too and no long intermediate remains; the
 //!   tiles finally slice the program input (a DMA window, which the limit
 //!   does not apply to).
+//! * `upsample_nearest` by an integer factor below H14 (no texture engine):
+//!   every pixel repeated `s` times is reshape → broadcast → reshape, which
+//!   is exact and runs on every MIL family. Bilinear and non-integer scales
+//!   are left to the validator (with a matmul decomposition as its hint).
 
 use crate::error::Result;
 use crate::graph::{Graph, Node, ValueId};
-use crate::ops::{Binary, Const, Op, Reduce, ReduceKind, Reshape, Slice, Unary};
+use crate::ops::{Binary, Const, Expand, Op, Reduce, ReduceKind, Reshape, ResizeMode, Slice, Unary};
 use crate::DType;
 use aneforge_target::{Capability, Target};
 use std::collections::HashMap;
@@ -175,6 +179,25 @@ impl Rewriter<'_> {
         Ok(out)
     }
 
+    /// Nearest upsampling by integer factors (sh, sw) as reshape → broadcast →
+    /// reshape through [N·C, H, 1, W, 1] (rank 5, within the engine's limit).
+    /// None when the scale is not an integer on both axes.
+    fn repeat_upsample(&mut self, i: ValueId) -> Result<Option<ValueId>> {
+        let node = &self.old.nodes[i];
+        let xs = &self.old.nodes[node.inputs[0]].fact.shape;
+        let os = &node.fact.shape;
+        let (&[n, c, h, w], &[_, _, oh, ow]) = (&xs[..], &os[..]) else { return Ok(None) };
+        if oh % h != 0 || ow % w != 0 {
+            return Ok(None);
+        }
+        let (sh, sw) = (oh / h, ow / w);
+        let o = node.origin.clone();
+        let x = self.map[node.inputs[0]];
+        let r = self.ng.push(Op::Reshape(Reshape { shape: vec![n * c, h, 1, w, 1] }), vec![x], o.clone())?;
+        let e = self.ng.push(Op::Expand(Expand { shape: vec![n * c, h, sh, w, sw] }), vec![r], o.clone())?;
+        Ok(Some(self.ng.push(Op::Reshape(Reshape { shape: vec![n, c, oh, ow] }), vec![e], o)?))
+    }
+
     /// A reduction over one too-long axis as reductions of tiles, combined.
     /// None when the reduction is not of that form (then it is validated as is).
     fn tiled_reduce(&mut self, i: ValueId, r: &Reduce) -> Result<Option<ValueId>> {
@@ -227,9 +250,11 @@ pub fn legalize(g: Graph, target: &Target) -> Result<(Graph, Vec<Rewrite>)> {
         return Ok((g, vec![]));
     }
     let sincos_native = target.supports(Capability::SinCos);
+    let texture_native = target.supports(Capability::TextureOps);
     let max = target.max_axis as usize;
     let needs_work = g.nodes.iter().any(|n| match &n.op {
         Op::Unary(Unary::Sin | Unary::Cos) => !sincos_native,
+        Op::Resize(r) => r.mode == ResizeMode::Nearest && !texture_native,
         Op::Reduce(r) => r.axes.iter().any(|&a| n.inputs.first().is_some_and(|&x| g.nodes[x].fact.shape[a] > max)),
         _ => false,
     });
@@ -262,6 +287,22 @@ pub fn legalize(g: Graph, target: &Target) -> Result<(Graph, Vec<Rewrite>)> {
                     ),
                 });
                 Some(y)
+            }
+            Op::Resize(rz) if rz.mode == ResizeMode::Nearest && !texture_native => {
+                let y = rw.repeat_upsample(i)?;
+                if y.is_some() {
+                    done.push(Rewrite {
+                        op: node.op.name(),
+                        origin: o.clone(),
+                        what: format!(
+                            "no texture engine below {} on {}; integer-factor nearest upsampling computed as \
+                             reshape + broadcast + reshape (exact)",
+                            Capability::TextureOps.first_family(),
+                            target.lower_name()
+                        ),
+                    });
+                }
+                y
             }
             Op::Reduce(r) => {
                 let y = rw.tiled_reduce(i, r)?;

@@ -264,3 +264,22 @@ fn validation_errors_do_not_trip_the_breaker() {
     assert!(matches!(e, Err(Error::Target(_))));
     assert!(!aneforge_target::breaker::global().is_tripped());
 }
+
+#[test]
+fn integer_nearest_upsampling_is_rewritten_below_h14_and_exact() {
+    let x = b::input(&[1, 3, 4, 5], DType::F16, None).expect("x");
+    let up = b::upsample_nearest(&x, [2, 3]).expect("up");
+    let (g, rw) = legalize(graph(std::slice::from_ref(&up)), &t("h13")).expect("legalize");
+    assert_eq!(rw.len(), 1, "{rw:?}");
+    assert!(validate(&g, &t("h13")).ok());
+    assert!(legalize(graph(std::slice::from_ref(&up)), &t("h14")).expect("l").1.is_empty());
+    let xs: Vec<f32> = (0..60).map(|i| i as f32).collect();
+    let native = run(std::slice::from_ref(&up), None, &xs).expect("native");
+    let rewritten = run(std::slice::from_ref(&up), Some("h13"), &xs).expect("rewritten");
+    assert_eq!(native, rewritten);
+    // a non-integer scale is still refused, with a hint
+    let odd = b::resize(&x, [6, 7], ResizeMode::Nearest).expect("odd");
+    let rep = validate(&legalize(graph(&[odd]), &t("h13")).expect("l").0, &t("h13"));
+    assert_eq!(rep.violations.len(), 1);
+    assert_eq!(rep.violations[0].first_family.as_deref(), Some("H14"));
+}

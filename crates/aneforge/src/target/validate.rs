@@ -115,7 +115,8 @@ impl fmt::Display for Report {
 /// * `resize_bilinear` / `upsample_nearest` → [`Capability::TextureOps`]:
 ///   the native MIL resize runs on the texture engine, which arrives with
 ///   H14 ("H14+: texture engine (crop_resize, resample, affine, native
-///   resize)"). Below it the hint is a decomposition into native ops.
+///   resize)"). Below it [`super::legalize`] rewrites integer-factor nearest
+///   upsampling; what remains gets a decomposition hint.
 /// * `gather` → [`Capability::TextureOps`]: TARGETS.md lists gather among the
 ///   texture-engine ops. Our gather has constant indices, so below H14 it is
 ///   expressible as slices + concat or a one-hot matmul (the hint).
