@@ -18,5 +18,7 @@ from ._aneforge import Net, Tensor, __version__, compile  # noqa: F401
 from ._aneforge import where as where_  # noqa: F401
 from .exceptions import *  # noqa: F401,F403
 from . import models  # noqa: E402,F401  (af.models.resnet18, ...)
+from . import losses, optim  # noqa: E402,F401
+from .trainer import Trainer  # noqa: E402,F401
 
 __all__ = [name for name in dir() if not name.startswith("_")]

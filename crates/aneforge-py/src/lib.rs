@@ -8,6 +8,7 @@ mod functions;
 mod net;
 mod targets;
 mod tensor;
+mod train;
 
 use pyo3::prelude::*;
 
@@ -16,9 +17,11 @@ fn _aneforge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tensor::PyTensor>()?;
     m.add_class::<net::PyNet>()?;
     m.add_function(wrap_pyfunction!(net::compile, m)?)?;
+    net::register_mil(m)?;
     functions::register(m)?;
     targets::register(m)?;
     encoder::register(m)?;
+    train::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -75,6 +75,11 @@ impl PyTensor {
         let perm: Vec<usize> = (0..r).rev().collect();
         Python::attach(|py| build(py, || b::transpose(&self.t, &perm))).map(PyTensor::new)
     }
+    /// The values of a parameter (the trained ones, after training) or a
+    /// constant, as a float32 array.
+    fn numpy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::train::values_of(py, &self.t)
+    }
     fn __repr__(&self) -> String {
         let shape: Vec<String> = self.t.shape().iter().map(|d| d.to_string()).collect();
         format!(

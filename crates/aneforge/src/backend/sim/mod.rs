@@ -169,6 +169,23 @@ impl SimProgram {
             loc[i] = Some(Loc::Slot(s));
             inputs.push(Port { name: input_names[k].clone(), fact: g.nodes[i].fact.clone(), loc: Loc::Slot(s) });
         }
+        // Resident parameters get slots of their own before any step is
+        // planned: a slot that an earlier step used and freed would be
+        // overwritten on every run before the parameter is read.
+        if let Some(updates) = resident {
+            for (i, node) in g.nodes.iter().enumerate() {
+                let Op::Param(p) = &node.op else { continue };
+                if let Some(k) = state.iter().position(|s| s.param == *p) {
+                    loc[i] = Some(Loc::Slot(state[k].slot));
+                    continue;
+                }
+                slot_sizes.push(node.fact.numel());
+                let s = slot_sizes.len() - 1;
+                let update = updates.iter().find(|(q, _)| q == p).map(|(_, o)| *o);
+                state.push(StateSlot { param: p.clone(), slot: s, update });
+                loc[i] = Some(Loc::Slot(s));
+            }
+        }
         for (i, node) in g.nodes.iter().enumerate() {
             match &node.op {
                 Op::Input(_) => continue,
@@ -189,17 +206,7 @@ impl SimProgram {
                     loc[i] = Some(Loc::Const(consts.len() - 1));
                     continue;
                 }
-                Op::Param(p) if resident.is_some() => {
-                    if let Some(k) = state.iter().position(|s| s.param == *p) {
-                        loc[i] = Some(Loc::Slot(state[k].slot));
-                        continue;
-                    }
-                    let s = alloc(node.fact.numel(), &mut slot_sizes, &mut free);
-                    let update = resident.and_then(|u| u.iter().find(|(q, _)| q == p).map(|(_, o)| *o));
-                    state.push(StateSlot { param: p.clone(), slot: s, update });
-                    loc[i] = Some(Loc::Slot(s));
-                    continue;
-                }
+                Op::Param(_) if resident.is_some() => continue, // placed up front
                 Op::Param(p) => {
                     let mut v = p.values();
                     if ctx.fp16 && p.cell.fact.dtype == DType::F16 {
