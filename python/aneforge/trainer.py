@@ -243,6 +243,7 @@ class Trainer:
         """One training step on one batch; returns the loss (float)."""
         batch = self._check_batch(batch)
         self._compile()
+        self._prepare_offload()
         net = self._net
         args = [None] * (len(batch) + 1)
         for a, slot in zip(batch, self._slot_of):
