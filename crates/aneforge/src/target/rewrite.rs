@@ -280,7 +280,7 @@ pub fn legalize(g: Graph, target: &Target) -> Result<(Graph, Vec<Rewrite>)> {
                     origin: o.clone(),
                     what: format!(
                         "no native {} below {} on {}; computed as range reduction + a degree-7 polynomial \
-                         from mul/add/round/abs (within a few fp16 ulps)",
+                         from mul/add/round/abs (within a few fp16 ulps for |x| <= 64; the error grows as |x| * 2^-11 beyond)",
                         u.op_name(),
                         Capability::SinCos.first_family(),
                         target.lower_name()
