@@ -22,8 +22,8 @@ else
     echo "oracle venv could not be created; the oracle tests will report it" >&2
 fi
 
-step "build and install aneforge (release)"
-"$python" -m pip install -q --disable-pip-version-check .
+step "build and install aneforge and the aneforge command (release)"
+PYTHON="$python" scripts/install.sh
 
 step "cargo test"
 # The reference tests must not skip silently in CI.
