@@ -46,8 +46,8 @@ PARAM_TYPES = {
 
 RETURNS = {
     "compile": "Net", "split": "list[Tensor]", "targets": "list[Target]", "target": "Target",
-    "detect_family": "Target | None", "project_peak": "dict[str, float]", "cross_compile_check": "TargetReport",
-    "estimate": "Estimate", "calibration_report": "str", "reset_compile_breaker": "None",
+    "detect_family": "str | None", "project_peak": "dict[str, float]", "cross_compile_check": "TargetReport",
+    "estimate": "Estimate", "calibration_report": "list[dict[str, Any]]", "reset_compile_breaker": "None",
     "load": "Encoder", "grad": "list[Tensor]", "input_order": "list[str]",
 }
 

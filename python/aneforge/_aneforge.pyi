@@ -324,7 +324,7 @@ def batch_norm(x: TensorLike, mean: TensorLike, var: TensorLike, gamma: TensorLi
 def broadcast_to(x: TensorLike, shape: Sequence[int] | int) -> Tensor:
     ...
 
-def calibration_report() -> str:
+def calibration_report() -> list[dict[str, Any]]:
     """
     Predicted vs published latency for every calibration point (a list of
     dicts; `held_out` marks points the fit never saw).
@@ -384,7 +384,7 @@ def cumsum(x: TensorLike, axis: int = 0, exclusive: bool = False, reverse: bool 
 def depth_to_space(x: TensorLike, block: int) -> Tensor:
     ...
 
-def detect_family() -> Target | None:
+def detect_family() -> str | None:
     """
     The host's target name ("h16g"), `ANEFORGE_TARGET` if set, else None
     (off macOS there is no engine to detect).
