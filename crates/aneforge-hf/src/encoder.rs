@@ -11,6 +11,7 @@
 //! Rows are sorted by length before batching, as sentence-transformers does,
 //! so a long sentence does not drag a whole batch into a large bucket.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -162,7 +163,7 @@ impl Encoder {
         }
         let n = batch.batch;
         let s = batch.seq_len;
-        let expect = n.checked_mul(s).unwrap_or(usize::MAX);
+        let expect = n.saturating_mul(s);
         if batch.input_ids.len() != expect || batch.attention_mask.len() != expect || batch.token_type_ids.len() != expect {
             return Err(Error::InvalidOption {
                 option: "input_ids",
@@ -192,13 +193,13 @@ impl Encoder {
             let cols = chunk.iter().map(|&r| lengths[r]).max().unwrap_or(1).min(s);
             let sb = self.seq_bucket(cols)?;
             let bb = batch_bucket(chunk.len(), batch_size);
-            if !programs.contains_key(&(bb, sb)) {
-                let p = self.compile(bb, sb)?;
-                programs.insert((bb, sb), p);
-                self.compiles.fetch_add(1, Ordering::Relaxed);
-            }
-            let Some(p) = programs.get_mut(&(bb, sb)) else {
-                return Err(Error::InvalidOption { option: "encoder", message: "internal: program cache lost a bucket".into() });
+            let p = match programs.entry((bb, sb)) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let p = self.compile(bb, sb)?;
+                    self.compiles.fetch_add(1, Ordering::Relaxed);
+                    e.insert(p)
+                }
             };
             let prog = &p.compiled.program;
             {

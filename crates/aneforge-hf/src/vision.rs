@@ -166,7 +166,9 @@ enum Block {
 
 /// conv (no bias) followed by BatchNorm, folded on the host into one conv
 /// with bias: `w·s`, `β − μ·s`, `s = γ/√(σ² + 1e-5)`, in f64.
-fn conv_bn(p: &mut Params, x: &Tensor, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Tensor> {
+/// `dims` is (in channels, out channels, kernel size, stride).
+fn conv_bn(p: &mut Params, x: &Tensor, conv: &str, bn: &str, dims: (usize, usize, usize, usize)) -> Result<Tensor> {
+    let (cin, cout, k, stride) = dims;
     let w = p.get(&format!("{conv}.weight"), &[cout, cin, k, k])?;
     let gamma = p.get(&format!("{bn}.weight"), &[cout])?;
     let beta = p.get(&format!("{bn}.bias"), &[cout])?;
@@ -188,7 +190,7 @@ fn conv_bn(p: &mut Params, x: &Tensor, conv: &str, bn: &str, cin: usize, cout: u
 
 fn resnet(p: &mut Params, x: &Tensor, block: Block, depths: [usize; 4]) -> Result<Tensor> {
     let expansion = if block == Block::Basic { 1 } else { 4 };
-    let mut h = b::relu(&conv_bn(p, x, "conv1", "bn1", 3, 64, 7, 2)?)?;
+    let mut h = b::relu(&conv_bn(p, x, "conv1", "bn1", (3, 64, 7, 2))?)?;
     h = b::max_pool(&h, [3, 3], Some([2, 2]), &PadSpec::Explicit([1; 4]), false)?;
     let mut cin = 64;
     for (stage, &depth) in depths.iter().enumerate() {
@@ -198,19 +200,19 @@ fn resnet(p: &mut Params, x: &Tensor, block: Block, depths: [usize; 4]) -> Resul
             let pre = format!("layer{}.{j}", stage + 1);
             let cout = width * expansion;
             let identity = if j == 0 && (stride != 1 || cin != cout) {
-                conv_bn(p, &h, &format!("{pre}.downsample.0"), &format!("{pre}.downsample.1"), cin, cout, 1, stride)?
+                conv_bn(p, &h, &format!("{pre}.downsample.0"), &format!("{pre}.downsample.1"), (cin, cout, 1, stride))?
             } else {
                 h.clone()
             };
             let y = match block {
                 Block::Basic => {
-                    let y = b::relu(&conv_bn(p, &h, &format!("{pre}.conv1"), &format!("{pre}.bn1"), cin, width, 3, stride)?)?;
-                    conv_bn(p, &y, &format!("{pre}.conv2"), &format!("{pre}.bn2"), width, width, 3, 1)?
+                    let y = b::relu(&conv_bn(p, &h, &format!("{pre}.conv1"), &format!("{pre}.bn1"), (cin, width, 3, stride))?)?;
+                    conv_bn(p, &y, &format!("{pre}.conv2"), &format!("{pre}.bn2"), (width, width, 3, 1))?
                 }
                 Block::Bottleneck => {
-                    let y = b::relu(&conv_bn(p, &h, &format!("{pre}.conv1"), &format!("{pre}.bn1"), cin, width, 1, 1)?)?;
-                    let y = b::relu(&conv_bn(p, &y, &format!("{pre}.conv2"), &format!("{pre}.bn2"), width, width, 3, stride)?)?;
-                    conv_bn(p, &y, &format!("{pre}.conv3"), &format!("{pre}.bn3"), width, cout, 1, 1)?
+                    let y = b::relu(&conv_bn(p, &h, &format!("{pre}.conv1"), &format!("{pre}.bn1"), (cin, width, 1, 1))?)?;
+                    let y = b::relu(&conv_bn(p, &y, &format!("{pre}.conv2"), &format!("{pre}.bn2"), (width, width, 3, stride))?)?;
+                    conv_bn(p, &y, &format!("{pre}.conv3"), &format!("{pre}.bn3"), (width, cout, 1, 1))?
                 }
             };
             h = b::relu(&b::add(&y, &identity)?)?;
