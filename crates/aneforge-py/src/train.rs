@@ -347,7 +347,7 @@ impl PyResidentNet {
     /// Bytes of parameters and optimizer state held resident.
     #[getter]
     fn resident_bytes(&self) -> PyResult<usize> {
-        self.with_live(|l| Ok(l.compiled.program.state.iter().map(|s| s.param.cell.fact.numel() * 2).sum()))
+        self.with_live(|l| Ok(l.compiled.program.state.iter().map(|s| s.param.cell.fact.numel() * s.param.cell.fact.dtype.size_bytes()).sum()))
     }
 
     #[getter]

@@ -223,6 +223,32 @@ fn im2col(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window, col
     });
 }
 
+/// [`im2col`] on the calling thread (for callers that parallelise outside).
+fn im2col_serial(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window, cols: &mut [f32]) {
+    let [kh, kw] = win.kernel;
+    let plane = oh * ow;
+    for (row, dst) in cols.chunks_mut(plane).enumerate() {
+        let ci = row / (kh * kw);
+        let ki = (row / kw) % kh;
+        let kj = row % kw;
+        let src = &x[ci * h * w..(ci + 1) * h * w];
+        for oy in 0..oh {
+            let iy = (oy * win.stride[0] + ki * win.dilation[0]) as isize - win.pad[0] as isize;
+            let drow = &mut dst[oy * ow..(oy + 1) * ow];
+            if iy < 0 || iy >= h as isize {
+                drow.fill(0.0);
+                continue;
+            }
+            let srow = &src[iy as usize * w..(iy as usize + 1) * w];
+            let off = (kj * win.dilation[1]) as isize - win.pad[1] as isize;
+            for (ox, d) in drow.iter_mut().enumerate() {
+                let ix = (ox * win.stride[1]) as isize + off;
+                *d = if ix >= 0 && ix < w as isize { srow[ix as usize] } else { 0.0 };
+            }
+        }
+    }
+}
+
 /// One filter per channel: a direct loop beats im2col + a 1-row GEMM.
 fn depthwise(x: View, w: &[f32], out: &mut [f32], [oh, ow]: [usize; 2], win: &Window) {
     let [c, h, wd] = [x.shape[1], x.shape[2], x.shape[3]];
@@ -405,11 +431,7 @@ impl OpDef for ConvWeightGrad {
         }
         Ok(Fact::new(vec![o, c / g, self.window.kernel[0], self.window.kernel[1]], dy.dtype))
     }
-    fn scratch_len(&self, ins: &[&Fact], _: &Fact) -> usize {
-        let (x, dy) = (ins[0], ins[1]);
-        (x.shape[1] / self.groups) * self.window.kernel[0] * self.window.kernel[1] * dy.shape[2] * dy.shape[3]
-    }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], scratch: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
         let (x, dy) = (ins[0], ins[1]);
         let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
         let [o, oh, ow] = [dy.shape[1], dy.shape[2], dy.shape[3]];
@@ -417,23 +439,41 @@ impl OpDef for ConvWeightGrad {
         let (cg, og) = (c / g, o / g);
         let kk = cg * self.window.kernel[0] * self.window.kernel[1];
         let plane = oh * ow;
-        out.fill(0.0);
-        let par = if og * plane * kk >= 1 << 17 { Parallelism::Rayon(0) } else { Parallelism::None };
-        for b in 0..n {
-            for gi in 0..g {
-                let xin = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
-                let cols = &mut scratch[..kk * plane];
-                im2col(xin, [h, wd], [oh, ow], &self.window, cols);
-                let gy = &dy.data[(b * o + gi * og) * plane..(b * o + (gi + 1) * og) * plane];
-                let dst = &mut out[gi * og * kk..(gi + 1) * og * kk];
-                // SAFETY: gy is [og, plane], cols is [kk, plane] (read as its
-                // transpose [plane, kk]), dst is [og, kk]; all row-major and in bounds.
-                unsafe {
-                    gemm::gemm(
-                        og, kk, plane, dst.as_mut_ptr(), 1, kk as isize, b > 0, gy.as_ptr(), 1, plane as isize,
-                        cols.as_ptr(), plane as isize, 1, 1.0, 1.0, false, false, false, par,
-                    );
+        let win = self.window;
+        // Samples are independent: each thread unfolds its share of the
+        // batch and accumulates a private dW with single-threaded GEMMs
+        // (per-sample GEMMs are too small to split), then the partial sums
+        // are added. The batch is the parallel axis of a weight gradient.
+        let chunks = n.min(rayon::current_num_threads().max(1));
+        let per = n.div_ceil(chunks);
+        let partial: Vec<Vec<f32>> = (0..chunks)
+            .into_par_iter()
+            .map(|t| {
+                let mut acc = vec![0.0f32; o * kk];
+                let mut cols = vec![0.0f32; kk * plane];
+                for b in t * per..((t + 1) * per).min(n) {
+                    for gi in 0..g {
+                        let xin = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
+                        im2col_serial(xin, [h, wd], [oh, ow], &win, &mut cols);
+                        let gy = &dy.data[(b * o + gi * og) * plane..(b * o + (gi + 1) * og) * plane];
+                        let dst = &mut acc[gi * og * kk..(gi + 1) * og * kk];
+                        // SAFETY: gy is [og, plane], cols is [kk, plane] (read as
+                        // its transpose [plane, kk]), dst is [og, kk]; row-major, in bounds.
+                        unsafe {
+                            gemm::gemm(
+                                og, kk, plane, dst.as_mut_ptr(), 1, kk as isize, true, gy.as_ptr(), 1, plane as isize,
+                                cols.as_ptr(), plane as isize, 1, 1.0, 1.0, false, false, false, Parallelism::None,
+                            );
+                        }
+                    }
                 }
+                acc
+            })
+            .collect();
+        out.fill(0.0);
+        for p in &partial {
+            for (d, &v) in out.iter_mut().zip(p) {
+                *d += v;
             }
         }
     }
