@@ -36,7 +36,7 @@ def torch_ms(steps):
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(32 * 7 * 7, 10),
     )
-    opt = torch.optim.Adam(m.parameters(), 2e-3)
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
     x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
     ts = []
     for i in range(steps + 5):
@@ -55,7 +55,7 @@ def main():
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     x, label, logits, loss, params = build()
-    tr = af.Trainer(loss, params, af.optim.Adam(2e-3), inputs=[x, label])
+    tr = af.Trainer(loss, params, af.optim.Adam(1e-3), inputs=[x, label])
     xb = rng.random((64, 1, 28, 28), dtype=np.float32)
     yb = rng.integers(0, 10, 64)
     t0 = time.perf_counter()
