@@ -17,6 +17,7 @@ fn _aneforge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tensor::PyTensor>()?;
     m.add_class::<net::PyNet>()?;
     m.add_function(wrap_pyfunction!(net::compile, m)?)?;
+    net::register_mil(m)?;
     functions::register(m)?;
     targets::register(m)?;
     encoder::register(m)?;

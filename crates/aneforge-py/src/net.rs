@@ -12,9 +12,15 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::Mutex;
 
+#[path = "mil_api.rs"]
+mod mil_api;
+pub(crate) use mil_api::register as register_mil;
+
 struct Live {
     compiled: Compiled,
     state: SimState,
+    /// The program loaded on the Neural Engine when backend="ane".
+    ane: Option<aneforge::backend::ane::AneNet>,
 }
 
 /// A compiled program bound to a backend, callable with numpy arrays.
@@ -64,14 +70,15 @@ pub fn compile(
     optimize: bool,
 ) -> PyResult<PyNet> {
     let (outs, single) = outputs_of(outputs)?;
-    let backend = backend.unwrap_or("sim").to_ascii_lowercase();
+    // The engine when the host has one, the sim elsewhere.
+    let default = if aneforge::backend::ane::available() { "ane" } else { "sim" };
+    let backend = backend.unwrap_or(default).to_ascii_lowercase();
     match backend.as_str() {
         "sim" => {}
         "ane" => {
-            return Err(af_err(
-                "BackendUnavailableError",
-                "backend=\"ane\" needs macOS on Apple silicon with a Neural Engine; this host has none. Use backend=\"sim\" (the default here) to run the same program on the CPU with the engine's numerics",
-            ))
+            if !aneforge::backend::ane::available() {
+                return Err(af_err("BackendUnavailableError", aneforge_ane_reason()));
+            }
         }
         other => return Err(PyValueError::new_err(format!("compile: backend {other:?} is not \"sim\" or \"ane\""))),
     }
@@ -85,7 +92,17 @@ pub fn compile(
     let compiled = py.detach(|| aneforge::error::with_origin(org, || aneforge::compile(&outs, opts))).py()?;
     let state = compiled.program.new_state();
     let report = compiled.report.as_ref().map(crate::targets::PyReport::from);
-    Ok(PyNet { live: Mutex::new(Some(Live { compiled, state })), backend, target: target_name, single_output: single, report })
+    let ane = if backend == "ane" {
+        Some(py.detach(|| mil_api::guard("ane compile", || aneforge::backend::ane::AneNet::compile(&compiled).py()))?)
+    } else {
+        None
+    };
+    Ok(PyNet { live: Mutex::new(Some(Live { compiled, state, ane })), backend, target: target_name, single_output: single, report })
+}
+
+/// What `backend="ane"` needs, for the error on hosts without it.
+fn aneforge_ane_reason() -> String {
+    format!("{} (the engine path is type-checked for aarch64-apple-darwin but only runs on a Mac)", aneforge::backend::ane::unavailable_reason())
 }
 
 fn port_dict<'py>(py: Python<'py>, p: &aneforge::backend::sim::Port) -> PyResult<Bound<'py, PyDict>> {
@@ -232,10 +249,16 @@ impl PyNet {
                 let a = g.as_ref().ok_or_else(|| PyTypeError::new_err(format!("missing input {:?}", names[k])))?;
                 feed(py, live, k, a)?;
             }
-            let Live { compiled, state } = live;
-            let prog = &compiled.program;
-            py.detach(|| prog.run(state));
-            let outs: Vec<Bound<'py, PyAny>> = (0..prog.outputs.len()).map(|k| fetch(py, live, k)).collect::<PyResult<_>>()?;
+            let outs: Vec<Bound<'py, PyAny>> = if let Some(ane) = live.ane.take() {
+                let r = mil_api::run_ane(py, live, &ane);
+                live.ane = Some(ane);
+                r?
+            } else {
+                let Live { compiled, state, .. } = live;
+                let prog = &compiled.program;
+                py.detach(|| prog.run(state));
+                (0..prog.outputs.len()).map(|k| fetch(py, live, k)).collect::<PyResult<_>>()?
+            };
             if self.single_output {
                 Ok(outs.into_iter().next().map(|o| o.unbind()).unwrap_or_else(|| py.None()))
             } else {

@@ -15,6 +15,11 @@ pub fn available() -> bool {
     aneforge_ane::available()
 }
 
+/// Why the engine is not available here, and what is needed.
+pub fn unavailable_reason() -> String {
+    aneforge_ane::unavailable_reason()
+}
+
 fn ane_err(e: AneError) -> Error {
     match e {
         AneError::Unavailable(m) => Error::BackendUnavailable(m),
@@ -35,7 +40,7 @@ impl AneNet {
     /// program with identical text and weights).
     pub fn compile(c: &Compiled) -> Result<AneNet> {
         if !available() {
-            return Err(Error::BackendUnavailable(aneforge_ane::unavailable_reason()));
+            return Err(Error::BackendUnavailable(unavailable_reason()));
         }
         let mil = lower_compiled(c)?;
         let plan = &mil.plan;

@@ -910,7 +910,12 @@ impl LowerMil for Where {
         let r = cx.result();
         let cond = cx.truthy(&ins[0])?;
         let d = repr(out.dtype);
-        Ok(cx.op("select", vec![("a", Argument::name(&ins[1].name)), ("b", Argument::name(&ins[2].name)), ("cond", Argument::name(cond))], &r, d, &out.shape))
+        // MIL's select takes its shape from a and b only (the condition must
+        // broadcast to it), so when the condition is what widens the
+        // result, `a` is broadcast to the full shape first.
+        let ab = crate::fact::broadcast_shapes("where", &ins[1].fact.shape, &ins[2].fact.shape)?;
+        let a = if ab != out.shape { cx.broadcast_to(&ins[1].name, &ins[1].fact.shape, &out.shape, d, None)? } else { ins[1].name.clone() };
+        Ok(cx.op("select", vec![("a", Argument::name(a)), ("b", Argument::name(&ins[2].name)), ("cond", Argument::name(cond))], &r, d, &out.shape))
     }
 }
 

@@ -590,24 +590,8 @@ impl LowerMil for Expand {
     /// MIL has no broadcast_to: a reshape adds the leading axes of size 1,
     /// then `tile` repeats the broadcast axes.
     fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
-        let d = repr(out.dtype);
         let r = cx.result();
-        let x = &ins[0];
-        let mut xin = x.name.clone();
-        let mut s = x.fact.shape.clone();
-        if s.len() < out.rank() {
-            let mut full = vec![1; out.rank() - s.len()];
-            full.extend(&s);
-            s = full;
-            let sa = cx.ints("shape", &i64s(&s))?;
-            xin = cx.tmp("reshape", vec![("shape", sa), ("x", Argument::name(xin))], d, &s);
-        }
-        let reps: Vec<i64> = s.iter().zip(&out.shape).map(|(&a, &b)| (b / a.max(1)) as i64).collect();
-        if reps.iter().all(|&k| k == 1) {
-            return Ok(xin);
-        }
-        let ra = cx.ints("reps", &reps)?;
-        Ok(cx.op("tile", vec![("reps", ra), ("x", Argument::name(xin))], &r, d, &out.shape))
+        cx.broadcast_to(&ins[0].name, &ins[0].fact.shape, &out.shape, repr(out.dtype), Some(&r))
     }
 }
 

@@ -299,6 +299,29 @@ impl MilCtx<'_> {
         Ok(self.op("cast", vec![("dtype", dt), ("x", Argument::name(x))], &name, to, shape))
     }
 
+    /// `x` (of shape `from`) broadcast to `to`: MIL has no broadcast_to, so
+    /// a reshape adds leading axes of size 1 and `tile` repeats the
+    /// broadcast axes. `out` names the final op (else a fresh name); no op
+    /// when the shapes already agree.
+    pub fn broadcast_to(&mut self, x: &str, from: &[usize], to: &[usize], d: MDType, out: Option<&str>) -> Result<String> {
+        let mut xin = x.to_string();
+        let mut s = from.to_vec();
+        if s.len() < to.len() {
+            let mut full = vec![1; to.len() - s.len()];
+            full.extend(&s);
+            s = full;
+            let sa = self.ints("shape", &i64s(&s))?;
+            xin = self.tmp("reshape", vec![("shape", sa), ("x", Argument::name(xin))], d, &s);
+        }
+        let reps: Vec<i64> = s.iter().zip(to).map(|(&a, &b)| (b / a.max(1)) as i64).collect();
+        if reps.iter().all(|&k| k == 1) {
+            return Ok(xin);
+        }
+        let ra = self.ints("reps", &reps)?;
+        let name = out.map(str::to_string).unwrap_or_else(|| self.fresh("tile"));
+        Ok(self.op("tile", vec![("reps", ra), ("x", Argument::name(xin))], &name, d, to))
+    }
+
     /// A bool view of `v`: itself if bool, else `not_equal(v, 0)`.
     pub fn truthy(&mut self, v: &Val) -> Result<String> {
         let d = v.mil_dtype();
