@@ -73,6 +73,8 @@ class Net:
     def graph(self) -> str: ...
     @property
     def inputs(self) -> list[dict[str, Any]]: ...
+    def io_plan(self) -> dict[str, Any]: ...
+    def mil(self) -> str: ...
     @property
     def num_steps(self) -> int: ...
     @property
@@ -86,8 +88,25 @@ class Net:
     def released(self) -> bool: ...
     @property
     def report(self) -> Any: ...
+    def save_mlpackage(self, path: str | os.PathLike[str], with_text: bool = True) -> None: ...
     @property
     def target(self) -> str | None: ...
+
+class OnnxCoverage:
+    """Which ops a model uses and whether each is supported: every gap at once."""
+    def __repr__(self) -> str: ...
+    @property
+    def node_count(self) -> Any: ...
+    @property
+    def ops(self) -> Any: ...
+    @property
+    def opset(self) -> Any: ...
+    @property
+    def producer(self) -> Any: ...
+    @property
+    def supported(self) -> Any: ...
+    @property
+    def unsupported(self) -> Any: ...
 
 class OpEstimate:
     """One op's share of a latency projection."""
@@ -420,6 +439,14 @@ def exp2(x: TensorLike) -> Tensor:
 def expand_dims(x: TensorLike, axis: int) -> Tensor:
     ...
 
+def export(out: Tensor | Sequence[Tensor], path: str | os.PathLike[str], target: str | None = None, with_text: bool = True) -> dict[str, Any]:
+    """
+    `af.export(out, path, target=None, with_text=True)`: compiles `out` (a
+    Tensor, a list of Tensors, or a Net) for `target` and writes the
+    .mlpackage at `path` (plus the MIL text and weights beside it). Returns
+    the I/O plan.
+    """
+
 def flatten(x: TensorLike, start: int = 0, end: int = Ellipsis) -> Tensor:
     ...
 
@@ -499,6 +526,13 @@ def load(path: str | os.PathLike[str], pooling: str | None = None, normalize: bo
     `max_length` override what the folder's sentence-transformers config says.
     """
 
+def load_onnx(path: str | os.PathLike[str], input_shapes: Any | None = None, **compile_options: Any) -> Tensor:
+    """
+    Imports an ONNX model and compiles it; keyword arguments are those of
+    `af.compile` (target, precision, backend, numerics, optimize). A model
+    with one output returns one array per call, several a tuple.
+    """
+
 def local_response_norm(x: TensorLike, size: int | Sequence[int], alpha: float = 0.0001, beta: TensorLike | float | None = 0.75, k: float = 1.0) -> Tensor:
     ...
 
@@ -546,6 +580,15 @@ def neg(x: TensorLike) -> Tensor:
 
 def not_equal(a: TensorLike, b_: TensorLike) -> Tensor:
     ...
+
+def onnx_coverage(path: str | os.PathLike[str]) -> Tensor:
+    ...
+
+def onnx_graph(path: str | os.PathLike[str], input_shapes: Any | None = None) -> Tensor:
+    """
+    The model's graph as af Tensors, for further building:
+    `inputs, outputs = af.onnx_graph(path)`.
+    """
 
 def pad(x: TensorLike, pads: Sequence[tuple[int, int]], mode: str = 'constant', value: float = 0.0) -> Tensor:
     """Pads trailing axes; `pads` is a list of (before, after), last axes last."""

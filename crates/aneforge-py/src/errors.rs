@@ -25,9 +25,15 @@ fn class_name(e: &Error) -> &'static str {
 
 /// Converts a core error to the matching `af.` exception.
 pub fn to_py(e: Error) -> PyErr {
+    let msg = e.to_string();
+    to_py_msg(&e, msg)
+}
+
+/// The exception class of `e` carrying another message (e.g. the error
+/// wrapped with the ONNX node it came from).
+pub fn to_py_msg(e: &Error, msg: String) -> PyErr {
     Python::attach(|py| {
-        let msg = e.to_string();
-        let name = class_name(&e);
+        let name = class_name(e);
         if name == "ValueError_" {
             return PyValueError::new_err(msg);
         }

@@ -6,6 +6,7 @@ mod encoder;
 mod errors;
 mod functions;
 mod net;
+mod onnx;
 mod targets;
 mod tensor;
 mod train;
@@ -22,6 +23,7 @@ fn _aneforge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     targets::register(m)?;
     encoder::register(m)?;
     train::register(m)?;
+    onnx::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
