@@ -40,11 +40,12 @@ PARAM_TYPES = {
     "sizes_or_n": "int | Sequence[int]", "begin": "Sequence[int | None]", "crops": "Sequence[tuple[int, int]]",
     "pads": "Sequence[tuple[int, int]]", "r": "int", "block": "int", "equation": "str",
     "transpose_a": "bool", "transpose_b": "bool", "precision": "str", "backend": "str | None",
-    "numerics": "str", "optimize": "bool", "target": "str | None", "arch": "str", "path": "str | os.PathLike[str]",
+    "numerics": "str", "optimize": "bool", "with_text": "bool", "target": "str | None", "arch": "str", "path": "str | os.PathLike[str]",
     "texts": "str | Sequence[str]", "pooling": "str | None", "normalize": "bool | None", "max_length": "int | None",
 }
 
 RETURNS = {
+    "export": "dict[str, Any]",
     "compile": "Net", "split": "list[Tensor]", "targets": "list[Target]", "target": "Target",
     "detect_family": "str | None", "project_peak": "dict[str, float]", "cross_compile_check": "TargetReport",
     "estimate": "Estimate", "calibration_report": "list[dict[str, Any]]", "reset_compile_breaker": "None",
@@ -131,7 +132,7 @@ MEMBER_TYPES = {
     ("Net", "inputs"): "list[dict[str, Any]]", ("Net", "outputs"): "list[dict[str, Any]]",
     ("Net", "backend"): "str", ("Net", "target"): "str | None", ("Net", "precision"): "str",
     ("Net", "released"): "bool", ("Net", "num_steps"): "int", ("Net", "planned_bytes"): "int",
-    ("Net", "graph"): "str", ("Net", "mil"): "str", ("Net", "release"): "None", ("Net", "estimate"): "Estimate",
+    ("Net", "graph"): "str", ("Net", "mil"): "str", ("Net", "io_plan"): "dict[str, Any]", ("Net", "save_mlpackage"): "None", ("Net", "release"): "None", ("Net", "estimate"): "Estimate",
     ("Net", "__call__"): "Any", ("Net", "__enter__"): "Net", ("Net", "__exit__"): "bool",
     ("Estimate", "latency_us"): "float", ("Estimate", "latency_ms"): "float", ("Estimate", "dispatch_us"): "float",
     ("Estimate", "is_projection"): "bool", ("Estimate", "per_op"): "list[OpEstimate]", ("Estimate", "target"): "str",
