@@ -113,8 +113,9 @@ pub fn stack(xs: &[Tensor], axis: i64) -> Result<Tensor> {
 /// Splits along `axis` into the given sizes.
 pub fn split(x: &Tensor, sizes: &[usize], axis: i64) -> Result<Vec<Tensor>> {
     let a = norm_axis("split", axis, x.rank())?;
-    let total: usize = sizes.iter().sum();
-    if total != x.shape()[a] || sizes.contains(&0) {
+    // Checked: a hostile size list must not wrap around to the axis length.
+    let total = sizes.iter().try_fold(0usize, |acc, &s| acc.checked_add(s));
+    if total != Some(x.shape()[a]) || sizes.contains(&0) {
         return Err(x.err_here(Error::shape(
             "split",
             format!("sizes {sizes:?} must be >= 1 and sum to {} (axis {a} of {})", x.shape()[a], fmt_shape(x.shape())),
@@ -273,5 +274,13 @@ mod tests {
         assert!(matches!(pixel_shuffle(&x, 1 << 32), Err(Error::Shape { .. })));
         assert!(matches!(depth_to_space(&x, 1 << 32), Err(Error::Shape { .. })));
         assert_eq!(pixel_shuffle(&x, 2).unwrap().shape(), &[1, 1, 4, 4]);
+    }
+
+    #[test]
+    fn overflowing_sizes_are_refused() {
+        let x = input(&[1, 4, 2, 2], DType::F16, None).unwrap();
+        assert!(split(&x, &[usize::MAX, 5], 1).is_err());
+        assert!(tile(&x, &[1, usize::MAX, 1, 1]).is_err());
+        assert!(pad(&x, &[(usize::MAX, 1)], crate::ops::PadMode::Constant(0.0)).is_err());
     }
 }

@@ -273,7 +273,9 @@ impl OpDef for Tile {
         if self.reps.len() != x.rank() || self.reps.contains(&0) {
             return Err(Error::shape("tile", format!("reps {:?} must give one count >= 1 per axis of {}", self.reps, fmt_shape(&x.shape))));
         }
-        Ok(Fact::new(x.shape.iter().zip(&self.reps).map(|(a, b)| a * b).collect(), x.dtype))
+        let shape: Option<Vec<usize>> = x.shape.iter().zip(&self.reps).map(|(a, b)| a.checked_mul(*b)).collect();
+        let shape = shape.ok_or_else(|| Error::shape("tile", format!("reps {:?} overflow the size of {}", self.reps, fmt_shape(&x.shape))))?;
+        Ok(Fact::new(shape, x.dtype))
     }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
         map_index(ins[0], out, out_shape, |ax, i| Some(i % ins[0].shape[ax]));
@@ -314,7 +316,9 @@ impl OpDef for Pad {
                 }
             }
         }
-        Ok(Fact::new(x.shape.iter().zip(&self.pads).map(|(d, (a, b))| d + a + b).collect(), x.dtype))
+        let shape: Option<Vec<usize>> = x.shape.iter().zip(&self.pads).map(|(d, (a, b))| d.checked_add(*a)?.checked_add(*b)).collect();
+        let shape = shape.ok_or_else(|| Error::shape("pad", format!("padding {:?} overflows the size of {}", self.pads, fmt_shape(&x.shape))))?;
+        Ok(Fact::new(shape, x.dtype))
     }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
         let shape = ins[0].shape;
