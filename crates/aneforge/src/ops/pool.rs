@@ -6,6 +6,9 @@ use crate::error::{Error, Result};
 use crate::fact::{fmt_shape, Fact};
 use rayon::prelude::*;
 
+/// Elements of work per parallel task in the pooling kernels.
+const PLANES_WORK: usize = 1 << 14;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
     Max,
@@ -27,13 +30,29 @@ impl Pool {
         for (ax, &n) in [h, w].iter().enumerate() {
             let (k, s, p0, p1) = (win.kernel[ax], win.stride[ax], win.pad[ax], win.pad[ax + 2]);
             if p0 * 2 > k || p1 * 2 > k {
-                return Err(Error::value(op, format!("padding {:?} must be at most half the kernel {:?}", win.pad, win.kernel)));
+                return Err(Error::value(
+                    op,
+                    format!(
+                        "padding {:?} must be at most half the kernel {:?}",
+                        win.pad, win.kernel
+                    ),
+                ));
             }
             let padded = n + p0 + p1;
             if padded < k {
-                return Err(Error::shape(op, format!("kernel {:?} is larger than the padded input {}x{}", win.kernel, h, w)));
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "kernel {:?} is larger than the padded input {}x{}",
+                        win.kernel, h, w
+                    ),
+                ));
             }
-            let mut out = if self.ceil_mode { (padded - k).div_ceil(s) + 1 } else { (padded - k) / s + 1 };
+            let mut out = if self.ceil_mode {
+                (padded - k).div_ceil(s) + 1
+            } else {
+                (padded - k) / s + 1
+            };
             // A window may not start in the right/bottom padding (PyTorch's rule).
             if self.ceil_mode && (out - 1) * s >= n + p0 {
                 out -= 1;
@@ -60,62 +79,86 @@ impl OpDef for Pool {
         let x = inputs[0];
         expect_float(op, x, "x")?;
         if x.rank() != 4 {
-            return Err(Error::shape(op, format!("expects x [N, C, H, W], got {}", fmt_shape(&x.shape))));
+            return Err(Error::shape(
+                op,
+                format!("expects x [N, C, H, W], got {}", fmt_shape(&x.shape)),
+            ));
         }
         if self.window.kernel.contains(&0) || self.window.stride.contains(&0) {
-            return Err(Error::value(op, format!("kernel {:?} and stride {:?} must be >= 1", self.window.kernel, self.window.stride)));
+            return Err(Error::value(
+                op,
+                format!(
+                    "kernel {:?} and stride {:?} must be >= 1",
+                    self.window.kernel, self.window.stride
+                ),
+            ));
         }
         let [oh, ow] = self.out_hw(x.shape[2], x.shape[3])?;
         Ok(Fact::new(vec![x.shape[0], x.shape[1], oh, ow], x.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(
+        &self,
+        ins: &[View],
+        out: &mut [f32],
+        out_shape: &[usize],
+        _: &mut Vec<f32>,
+        ctx: &EvalCtx,
+    ) {
         let x = ins[0];
         let [h, w] = [x.shape[2], x.shape[3]];
         let [oh, ow] = [out_shape[2], out_shape[3]];
         let win = self.window;
         let kind = self.kind;
         let ieee = ctx.ieee;
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
-            let src = &x.data[p * h * w..(p + 1) * h * w];
-            for oy in 0..oh {
-                let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
-                let y1 = (y0 + win.kernel[0] as isize).min((h + win.pad[2]) as isize);
-                for ox in 0..ow {
-                    let x0 = (ox * win.stride[1]) as isize - win.pad[1] as isize;
-                    let x1 = (x0 + win.kernel[1] as isize).min((w + win.pad[3]) as isize);
-                    let (ya, yb) = (y0.max(0) as usize, (y1 as usize).min(h));
-                    let (xa, xb) = (x0.max(0) as usize, (x1 as usize).min(w));
-                    dst[oy * ow + ox] = match kind {
-                        PoolKind::Max => {
-                            let mut m = f32::NEG_INFINITY;
-                            for yy in ya..yb {
-                                for &v in &src[yy * w + xa..yy * w + xb] {
-                                    if v > m || (ieee && v.is_nan()) {
-                                        m = v;
+        let per = (PLANES_WORK / (h * w).max(1)).max(1);
+        out.par_chunks_mut(per * oh * ow)
+            .enumerate()
+            .for_each(|(c, block)| {
+                for (q, dst) in block.chunks_mut(oh * ow).enumerate() {
+                    let p = c * per + q;
+                    let src = &x.data[p * h * w..(p + 1) * h * w];
+                    for oy in 0..oh {
+                        let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
+                        let y1 = (y0 + win.kernel[0] as isize).min((h + win.pad[2]) as isize);
+                        for ox in 0..ow {
+                            let x0 = (ox * win.stride[1]) as isize - win.pad[1] as isize;
+                            let x1 = (x0 + win.kernel[1] as isize).min((w + win.pad[3]) as isize);
+                            let (ya, yb) = (y0.max(0) as usize, (y1 as usize).min(h));
+                            let (xa, xb) = (x0.max(0) as usize, (x1 as usize).min(w));
+                            dst[oy * ow + ox] = match kind {
+                                PoolKind::Max => {
+                                    let mut m = f32::NEG_INFINITY;
+                                    for yy in ya..yb {
+                                        for &v in &src[yy * w + xa..yy * w + xb] {
+                                            if v > m || (ieee && v.is_nan()) {
+                                                m = v;
+                                            }
+                                        }
                                     }
+                                    m
                                 }
-                            }
-                            m
-                        }
-                        PoolKind::Avg { count_include_pad } => {
-                            let mut s = 0.0f32;
-                            for yy in ya..yb {
-                                s += src[yy * w + xa..yy * w + xb].iter().sum::<f32>();
-                            }
-                            let n = if count_include_pad {
-                                ((y1 - y0) * (x1 - x0)) as f32
-                            } else {
-                                ((yb - ya) * (xb - xa)) as f32
+                                PoolKind::Avg { count_include_pad } => {
+                                    let mut s = 0.0f32;
+                                    for yy in ya..yb {
+                                        s += src[yy * w + xa..yy * w + xb].iter().sum::<f32>();
+                                    }
+                                    let n = if count_include_pad {
+                                        ((y1 - y0) * (x1 - x0)) as f32
+                                    } else {
+                                        ((yb - ya) * (xb - xa)) as f32
+                                    };
+                                    s / n
+                                }
                             };
-                            s / n
                         }
-                    };
+                    }
                 }
-            }
-        });
+            });
     }
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
-        Cost { flops: (out.numel() * self.window.kernel[0] * self.window.kernel[1]) as f64 }
+        Cost {
+            flops: (out.numel() * self.window.kernel[0] * self.window.kernel[1]) as f64,
+        }
     }
 }
 
@@ -153,12 +196,21 @@ impl OpDef for Resize {
         let x = inputs[0];
         expect_float(&op, x, "x")?;
         if x.rank() != 4 {
-            return Err(Error::shape(op, format!("expects x [N, C, H, W], got {}", fmt_shape(&x.shape))));
+            return Err(Error::shape(
+                op,
+                format!("expects x [N, C, H, W], got {}", fmt_shape(&x.shape)),
+            ));
         }
         if self.size.contains(&0) {
-            return Err(Error::value(op, format!("output size {:?} must be >= 1", self.size)));
+            return Err(Error::value(
+                op,
+                format!("output size {:?} must be >= 1", self.size),
+            ));
         }
-        Ok(Fact::new(vec![x.shape[0], x.shape[1], self.size[0], self.size[1]], x.dtype))
+        Ok(Fact::new(
+            vec![x.shape[0], x.shape[1], self.size[0], self.size[1]],
+            x.dtype,
+        ))
     }
     fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
         let x = ins[0];
@@ -176,40 +228,44 @@ impl OpDef for Resize {
                 ((o as f32 + 0.5) * n_in as f32 / n_out as f32 - 0.5).max(0.0)
             }
         };
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
-            let src = &x.data[p * h * w..(p + 1) * h * w];
-            match mode {
-                ResizeMode::Nearest => {
-                    for oy in 0..oh {
-                        let iy = (oy * h / oh).min(h - 1);
-                        for ox in 0..ow {
-                            let ix = (ox * w / ow).min(w - 1);
-                            dst[oy * ow + ox] = src[iy * w + ix];
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(p, dst)| {
+                let src = &x.data[p * h * w..(p + 1) * h * w];
+                match mode {
+                    ResizeMode::Nearest => {
+                        for oy in 0..oh {
+                            let iy = (oy * h / oh).min(h - 1);
+                            for ox in 0..ow {
+                                let ix = (ox * w / ow).min(w - 1);
+                                dst[oy * ow + ox] = src[iy * w + ix];
+                            }
+                        }
+                    }
+                    ResizeMode::Bilinear { align_corners } => {
+                        for oy in 0..oh {
+                            let fy = coord(oy, h, oh, align_corners);
+                            let y0 = (fy as usize).min(h - 1);
+                            let y1 = (y0 + 1).min(h - 1);
+                            let dy = fy - y0 as f32;
+                            for ox in 0..ow {
+                                let fx = coord(ox, w, ow, align_corners);
+                                let x0 = (fx as usize).min(w - 1);
+                                let x1 = (x0 + 1).min(w - 1);
+                                let dx = fx - x0 as f32;
+                                let top = src[y0 * w + x0] * (1.0 - dx) + src[y0 * w + x1] * dx;
+                                let bot = src[y1 * w + x0] * (1.0 - dx) + src[y1 * w + x1] * dx;
+                                dst[oy * ow + ox] = top * (1.0 - dy) + bot * dy;
+                            }
                         }
                     }
                 }
-                ResizeMode::Bilinear { align_corners } => {
-                    for oy in 0..oh {
-                        let fy = coord(oy, h, oh, align_corners);
-                        let y0 = (fy as usize).min(h - 1);
-                        let y1 = (y0 + 1).min(h - 1);
-                        let dy = fy - y0 as f32;
-                        for ox in 0..ow {
-                            let fx = coord(ox, w, ow, align_corners);
-                            let x0 = (fx as usize).min(w - 1);
-                            let x1 = (x0 + 1).min(w - 1);
-                            let dx = fx - x0 as f32;
-                            let top = src[y0 * w + x0] * (1.0 - dx) + src[y0 * w + x1] * dx;
-                            let bot = src[y1 * w + x0] * (1.0 - dx) + src[y1 * w + x1] * dx;
-                            dst[oy * ow + ox] = top * (1.0 - dy) + bot * dy;
-                        }
-                    }
-                }
-            }
-        });
+            });
     }
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
-        Cost { flops: out.numel() as f64 * 4.0 }
+        Cost {
+            flops: out.numel() as f64 * 4.0,
+        }
     }
 }
 
@@ -233,7 +289,14 @@ impl OpDef for PoolGrad {
         super::expect_inputs(&op, inputs, 2)?;
         let y = self.pool.infer(&inputs[..1])?;
         if y.shape != inputs[1].shape {
-            return Err(Error::shape(&op, format!("dy {} must have the pool's output shape {}", fmt_shape(&inputs[1].shape), fmt_shape(&y.shape))));
+            return Err(Error::shape(
+                &op,
+                format!(
+                    "dy {} must have the pool's output shape {}",
+                    fmt_shape(&inputs[1].shape),
+                    fmt_shape(&y.shape)
+                ),
+            ));
         }
         Ok(inputs[0].clone())
     }
@@ -244,56 +307,70 @@ impl OpDef for PoolGrad {
         let win = self.pool.window;
         let kind = self.pool.kind;
         let ieee = ctx.ieee;
-        out.par_chunks_mut(h * w).enumerate().for_each(|(p, dst)| {
-            dst.fill(0.0);
-            let src = &x.data[p * h * w..(p + 1) * h * w];
-            let g = &dy.data[p * oh * ow..(p + 1) * oh * ow];
-            for oy in 0..oh {
-                let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
-                let y1 = (y0 + win.kernel[0] as isize).min((h + win.pad[2]) as isize);
-                for ox in 0..ow {
-                    let x0 = (ox * win.stride[1]) as isize - win.pad[1] as isize;
-                    let x1 = (x0 + win.kernel[1] as isize).min((w + win.pad[3]) as isize);
-                    let (ya, yb) = (y0.max(0) as usize, (y1 as usize).min(h));
-                    let (xa, xb) = (x0.max(0) as usize, (x1 as usize).min(w));
-                    let gv = g[oy * ow + ox];
-                    match kind {
-                        PoolKind::Max => {
-                            let mut m = f32::NEG_INFINITY;
-                            let mut at = None;
-                            for yy in ya..yb {
-                                for xx in xa..xb {
-                                    let v = src[yy * w + xx];
-                                    if at.is_none() || v > m || (ieee && v.is_nan() && !m.is_nan()) {
-                                        m = v;
-                                        at = Some(yy * w + xx);
+        // Several planes per task: one plane is too little work to be
+        // worth a hand-off between threads.
+        let per = (PLANES_WORK / (h * w).max(1)).max(1);
+        out.par_chunks_mut(per * h * w)
+            .enumerate()
+            .for_each(|(c, block)| {
+                for (q, dst) in block.chunks_mut(h * w).enumerate() {
+                    let p = c * per + q;
+                    dst.fill(0.0);
+                    let src = &x.data[p * h * w..(p + 1) * h * w];
+                    let g = &dy.data[p * oh * ow..(p + 1) * oh * ow];
+                    for oy in 0..oh {
+                        let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
+                        let y1 = (y0 + win.kernel[0] as isize).min((h + win.pad[2]) as isize);
+                        for ox in 0..ow {
+                            let x0 = (ox * win.stride[1]) as isize - win.pad[1] as isize;
+                            let x1 = (x0 + win.kernel[1] as isize).min((w + win.pad[3]) as isize);
+                            let (ya, yb) = (y0.max(0) as usize, (y1 as usize).min(h));
+                            let (xa, xb) = (x0.max(0) as usize, (x1 as usize).min(w));
+                            let gv = g[oy * ow + ox];
+                            match kind {
+                                PoolKind::Max => {
+                                    let mut m = f32::NEG_INFINITY;
+                                    let mut at = None;
+                                    for yy in ya..yb {
+                                        for xx in xa..xb {
+                                            let v = src[yy * w + xx];
+                                            if at.is_none()
+                                                || v > m
+                                                || (ieee && v.is_nan() && !m.is_nan())
+                                            {
+                                                m = v;
+                                                at = Some(yy * w + xx);
+                                            }
+                                        }
+                                    }
+                                    if let Some(i) = at {
+                                        dst[i] += gv;
                                     }
                                 }
-                            }
-                            if let Some(i) = at {
-                                dst[i] += gv;
-                            }
-                        }
-                        PoolKind::Avg { count_include_pad } => {
-                            let n = if count_include_pad {
-                                ((y1 - y0) * (x1 - x0)) as f32
-                            } else {
-                                ((yb - ya) * (xb - xa)) as f32
-                            };
-                            let share = gv / n;
-                            for yy in ya..yb {
-                                for d in &mut dst[yy * w + xa..yy * w + xb] {
-                                    *d += share;
+                                PoolKind::Avg { count_include_pad } => {
+                                    let n = if count_include_pad {
+                                        ((y1 - y0) * (x1 - x0)) as f32
+                                    } else {
+                                        ((yb - ya) * (xb - xa)) as f32
+                                    };
+                                    let share = gv / n;
+                                    for yy in ya..yb {
+                                        for d in &mut dst[yy * w + xa..yy * w + xb] {
+                                            *d += share;
+                                        }
+                                    }
                                 }
                             }
                         }
                     }
                 }
-            }
-        });
+            });
     }
     fn cost(&self, ins: &[&Fact], _: &Fact) -> Cost {
-        Cost { flops: (ins[1].numel() * self.pool.window.kernel[0] * self.pool.window.kernel[1]) as f64 }
+        Cost {
+            flops: (ins[1].numel() * self.pool.window.kernel[0] * self.pool.window.kernel[1])
+                as f64,
+        }
     }
 }
 
@@ -348,12 +425,18 @@ impl LowerMil for Pool {
         let op = match self.kind {
             PoolKind::Max => "max_pool",
             PoolKind::Avg { count_include_pad } => {
-                args.push(("exclude_padding_from_average", cx.boolean("exclude_padding_from_average", !count_include_pad)?));
+                args.push((
+                    "exclude_padding_from_average",
+                    cx.boolean("exclude_padding_from_average", !count_include_pad)?,
+                ));
                 "avg_pool"
             }
         };
         if win.dilation != [1, 1] {
-            return Err(Error::unsupported(op, "MIL pooling has no dilation; use a dilation of 1"));
+            return Err(Error::unsupported(
+                op,
+                "MIL pooling has no dilation; use a dilation of 1",
+            ));
         }
         Ok(cx.op(op, args, &r, d, &out.shape))
     }
@@ -376,18 +459,56 @@ impl LowerMil for Resize {
             ResizeMode::Nearest if oh % h == 0 && ow % w == 0 => {
                 let sh = cx.int("scale_factor_height", (oh / h) as i64)?;
                 let sw = cx.int("scale_factor_width", (ow / w) as i64)?;
-                Ok(cx.op("upsample_nearest_neighbor", vec![("scale_factor_height", sh), ("scale_factor_width", sw), ("x", xa)], &r, d, &out.shape))
+                Ok(cx.op(
+                    "upsample_nearest_neighbor",
+                    vec![
+                        ("scale_factor_height", sh),
+                        ("scale_factor_width", sw),
+                        ("x", xa),
+                    ],
+                    &r,
+                    d,
+                    &out.shape,
+                ))
             }
             ResizeMode::Nearest => {
                 let th = cx.int("target_size_height", oh as i64)?;
                 let tw = cx.int("target_size_width", ow as i64)?;
-                Ok(cx.op("resize_nearest_neighbor", vec![("target_size_height", th), ("target_size_width", tw), ("x", xa)], &r, d, &out.shape))
+                Ok(cx.op(
+                    "resize_nearest_neighbor",
+                    vec![
+                        ("target_size_height", th),
+                        ("target_size_width", tw),
+                        ("x", xa),
+                    ],
+                    &r,
+                    d,
+                    &out.shape,
+                ))
             }
             ResizeMode::Bilinear { align_corners } => {
                 let th = cx.int("target_size_height", oh as i64)?;
                 let tw = cx.int("target_size_width", ow as i64)?;
-                let mode = cx.string("sampling_mode", if align_corners { "ALIGN_CORNERS" } else { "UNALIGN_CORNERS" })?;
-                Ok(cx.op("resize_bilinear", vec![("sampling_mode", mode), ("target_size_height", th), ("target_size_width", tw), ("x", xa)], &r, d, &out.shape))
+                let mode = cx.string(
+                    "sampling_mode",
+                    if align_corners {
+                        "ALIGN_CORNERS"
+                    } else {
+                        "UNALIGN_CORNERS"
+                    },
+                )?;
+                Ok(cx.op(
+                    "resize_bilinear",
+                    vec![
+                        ("sampling_mode", mode),
+                        ("target_size_height", th),
+                        ("target_size_width", tw),
+                        ("x", xa),
+                    ],
+                    &r,
+                    d,
+                    &out.shape,
+                ))
             }
         }
     }

@@ -336,7 +336,9 @@ impl SimProgram {
 
     /// Runs every step. Inputs must already be in place (`input_mut`).
     pub fn run(&self, st: &mut SimState) {
+        let profile = profiling();
         for step in &self.steps {
+            let t0 = profile.then(std::time::Instant::now);
             let mut out = std::mem::take(&mut st.slots[step.out]);
             let n: usize = step.out_shape.iter().product();
             {
@@ -365,6 +367,9 @@ impl SimProgram {
                 round_f16_slice(&mut out[..n]);
             }
             st.slots[step.out] = out;
+            if let Some(t0) = t0 {
+                record(&step.op.name(), t0.elapsed().as_secs_f64());
+            }
         }
         // Resident updates: the new values replace the state for the next run.
         for s in &self.state {
@@ -388,4 +393,49 @@ impl SimProgram {
     pub fn planned_bytes(&self) -> usize {
         (self.slot_sizes.iter().sum::<usize>() + self.scratch) * 4
     }
+}
+
+/// `ANEFORGE_PROFILE=1`: time every kernel the sim runs, by op name, and
+/// print the totals when the process exits (to find where a training step
+/// spends its time).
+fn profiling() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("ANEFORGE_PROFILE").is_ok_and(|v| v != "0"))
+}
+
+type ProfileTable = std::collections::HashMap<String, (f64, u64)>;
+static PROFILE: std::sync::Mutex<Option<ProfileTable>> = std::sync::Mutex::new(None);
+
+fn record(op: &str, secs: f64) {
+    if let Ok(mut g) = PROFILE.lock() {
+        let first = g.is_none();
+        let e = g.get_or_insert_with(Default::default).entry(op.to_string()).or_default();
+        e.0 += secs;
+        e.1 += 1;
+        if first {
+            extern "C" fn report() {
+                eprintln!("{}", profile_report());
+            }
+            // SAFETY: registering a plain extern "C" fn with libc's atexit.
+            unsafe { atexit(report) };
+        }
+    }
+}
+
+extern "C" {
+    fn atexit(f: extern "C" fn()) -> i32;
+}
+
+/// The kernel-time table collected under `ANEFORGE_PROFILE=1`.
+pub fn profile_report() -> String {
+    let Ok(g) = PROFILE.lock() else { return String::new() };
+    let Some(t) = g.as_ref() else { return "no kernels profiled (set ANEFORGE_PROFILE=1)".into() };
+    let mut v: Vec<_> = t.iter().collect();
+    v.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    let total: f64 = v.iter().map(|e| e.1 .0).sum();
+    let mut s = format!("[aneforge] sim kernel time by op (total {:.1} ms)\n", total * 1e3);
+    for (name, (secs, n)) in v {
+        s += &format!("  {name:<22} {:9.2} ms {:5.1}%  {n} calls\n", secs * 1e3, 100.0 * secs / total.max(1e-12));
+    }
+    s
 }
