@@ -746,7 +746,12 @@ impl OpDef for UnaryGrad {
     }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
         let u = self.of;
-        map_broadcast::<2>([ins[0], ins[1]], out, out_shape, move |v| v[1] * u.derivative(v[0]).unwrap_or(0.0));
+        match u {
+            // The common activation gets its own loop (a select the
+            // compiler vectorises) instead of the generic derivative match.
+            Unary::Relu => map_broadcast::<2>([ins[0], ins[1]], out, out_shape, |v| if v[0] > 0.0 { v[1] } else { 0.0 }),
+            _ => map_broadcast::<2>([ins[0], ins[1]], out, out_shape, move |v| v[1] * u.derivative(v[0]).unwrap_or(0.0)),
+        }
     }
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
         Cost { flops: out.numel() as f64 * (self.of.flops_per_elem() + 1.0) }
@@ -1056,6 +1061,53 @@ impl LowerMil for UnaryGrad {
                 let ge = cx.tmp("greater_equal", vec![("x", n(x)), ("y", z)], MDType::Bool, s);
                 let (one, al) = (cx.scalar("one", d, 1.0)?, cx.scalar("alpha", d, a)?);
                 let g = cx.tmp("select", vec![("a", one), ("b", al), ("cond", n(&ge))], d, s);
+                Ok(times(cx, g))
+            }
+            Elu(a) => {
+                // x > 0 ? 1 : a·exp(x)
+                let z = cx.scalar("zero", d, 0.0)?;
+                let gt = cx.tmp("greater", vec![("x", n(x)), ("y", z)], MDType::Bool, s);
+                let e = cx.tmp("exp", vec![("x", n(x))], d, s);
+                let ae = cx.scale(&e, d, s, a)?;
+                let one = cx.scalar("one", d, 1.0)?;
+                let g = cx.tmp("select", vec![("a", one), ("b", n(&ae)), ("cond", n(&gt))], d, s);
+                Ok(times(cx, g))
+            }
+            Gelu(mode) => {
+                // exact: Φ(x) + x·φ(x) = ½(1 + erf(x/√2)) + x·exp(−x²/2)/√(2π)
+                // tanh:  ½(1 + t) + ½x(1 − t²)·c(1 + 3k x²), t = tanh(c(x + k x³))
+                let half = cx.scalar("half", d, 0.5)?;
+                let one = cx.scalar("one", d, 1.0)?;
+                let xx = cx.tmp("mul", vec![("x", n(x)), ("y", n(x))], d, s);
+                let g = if mode == GeluMode::Exact {
+                    let xs = cx.scale(x, d, s, std::f32::consts::FRAC_1_SQRT_2)?;
+                    let er = cx.tmp("erf", vec![("x", n(&xs))], d, s);
+                    let p1 = cx.tmp("add", vec![("x", n(&er)), ("y", one)], d, s);
+                    let cdf = cx.tmp("mul", vec![("x", n(&p1)), ("y", half)], d, s);
+                    let m = cx.scale(&xx, d, s, -0.5)?;
+                    let e = cx.tmp("exp", vec![("x", n(&m))], d, s);
+                    let pdf = cx.scale(&e, d, s, 1.0 / (2.0 * std::f32::consts::PI).sqrt())?;
+                    let xp = cx.tmp("mul", vec![("x", n(x)), ("y", n(&pdf))], d, s);
+                    cx.tmp("add", vec![("x", n(&cdf)), ("y", n(&xp))], d, s)
+                } else {
+                    let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                    let k = 0.044715f32;
+                    let kxx = cx.scale(&xx, d, s, k)?;
+                    let inner1 = cx.tmp("add", vec![("x", n(&kxx)), ("y", one.clone())], d, s);
+                    let u0 = cx.tmp("mul", vec![("x", n(x)), ("y", n(&inner1))], d, s);
+                    let u = cx.scale(&u0, d, s, c)?;
+                    let t = cx.tmp("tanh", vec![("x", n(&u))], d, s);
+                    let tp1 = cx.tmp("add", vec![("x", n(&t)), ("y", one.clone())], d, s);
+                    let a = cx.tmp("mul", vec![("x", n(&tp1)), ("y", half.clone())], d, s);
+                    let tt = cx.tmp("mul", vec![("x", n(&t)), ("y", n(&t))], d, s);
+                    let omt = cx.tmp("sub", vec![("x", one.clone()), ("y", n(&tt))], d, s);
+                    let k3 = cx.scale(&xx, d, s, 3.0 * k)?;
+                    let du0 = cx.tmp("add", vec![("x", n(&k3)), ("y", one)], d, s);
+                    let du = cx.scale(&du0, d, s, 0.5 * c)?;
+                    let xo = cx.tmp("mul", vec![("x", n(x)), ("y", n(&omt))], d, s);
+                    let b = cx.tmp("mul", vec![("x", n(&xo)), ("y", n(&du))], d, s);
+                    cx.tmp("add", vec![("x", n(&a)), ("y", n(&b))], d, s)
+                };
                 Ok(times(cx, g))
             }
             other => Err(Error::unsupported(
