@@ -260,3 +260,45 @@ def test_ane_backend_off_a_mac_is_a_clear_error():
     with pytest.raises(af.BackendUnavailableError, match="macOS"):
         af.compile(x * 2.0, backend="ane")
     assert af.compile(x * 2.0).backend == "sim"
+
+
+# ---- training graphs: the backward ops ----
+
+GRAD_ACTS = ["relu", "relu6", "sigmoid", "tanh", "silu", "softplus", "exp", "sqrt", "abs",
+             "leaky_relu", "elu", "gelu", "gelu_tanh", "square", "log", "reciprocal", "clip"]
+
+
+def grad_graph(act):
+    """d/dp sum(act(x * p)): the UnaryGrad of `act` in an exported program."""
+    x = af.input((4, 8), name="x")
+    p = af.parameter(np.random.default_rng(0).uniform(0.5, 1.5, (4, 8)).astype(np.float32))
+    z = x * p
+    if act == "clip":
+        y = af.clip(z, -0.5, 0.5)
+    elif act == "gelu_tanh":
+        y = af.gelu(z, mode="tanh")
+    else:
+        y = getattr(af, act)(z) if hasattr(af, act) else getattr(z, act)()
+    return af.grad(af.sum(y), [p])[0]
+
+
+@pytest.mark.parametrize("act", GRAD_ACTS)
+def test_activation_gradients_lower_and_evaluate_like_the_sim(act, oracle_python, tmp_path):  # noqa: F811
+    net = af.compile(grad_graph(act))
+    pkg = tmp_path / "g.mlpackage"
+    net.save_mlpackage(str(pkg), with_text=False)
+    x = np.random.default_rng(1).uniform(0.2, 2.0, (4, 8)).astype(np.float16)
+    x[0, :4] *= -1  # both sides of the kinks (positive-only ops stay positive below)
+    if act in ("sqrt", "log", "reciprocal"):
+        x = np.abs(x)
+    np.savez(tmp_path / "in.npz", x=x)
+    rep = run_many(oracle_python, [{"package": str(pkg), "inputs": str(tmp_path / "in.npz"),
+                                    "outputs": str(tmp_path / "out.npz")}], tmp_path)[0]
+    assert rep["valid"], rep["errors"]
+    if not rep.get("evaluated"):
+        assert rep.get("eval_error", "").split(" ")[0] in NO_VALUE_INFERENCE, rep.get("eval_error")
+        pytest.skip("coremltools cannot evaluate " + rep["eval_error"])
+    sim = np.asarray(net(x)).astype(np.float64)
+    got = np.asarray(dict(np.load(tmp_path / "out.npz"))["output0"]).astype(np.float64)
+    bound = 8 * ulp16(sim) + 1e-2 * max(1.0, float(np.abs(sim).max()))
+    assert np.all(np.abs(got - sim) <= bound), (act, float(np.abs(got - sim).max()))

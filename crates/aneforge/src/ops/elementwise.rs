@@ -1059,9 +1059,10 @@ impl LowerMil for UnaryGrad {
             LeakyRelu(a) => {
                 let z = cx.scalar("zero", d, 0.0)?;
                 let ge = cx.tmp("greater_equal", vec![("x", n(x)), ("y", z)], MDType::Bool, s);
-                let (one, al) = (cx.scalar("one", d, 1.0)?, cx.scalar("alpha", d, a)?);
-                let g = cx.tmp("select", vec![("a", one), ("b", al), ("cond", n(&ge))], d, s);
-                Ok(times(cx, g))
+                // select(x ≥ 0, dy, a·dy): both branches full-shape, as MIL's
+                // select takes its shape from them.
+                let ady = cx.scale(dy, d, s, a)?;
+                Ok(cx.op("select", vec![("a", n(dy)), ("b", n(&ady)), ("cond", n(&ge))], &r, d, s))
             }
             Elu(a) => {
                 // x > 0 ? 1 : a·exp(x)
