@@ -226,6 +226,16 @@ fn pad_spec(pad: &Bound<'_, PyAny>) -> PyResult<PadSpec> {
     }
 }
 
+/// The shared geometry arguments of conv and conv_transpose.
+fn conv_args(stride: Option<&Bound<'_, PyAny>>, pad: Option<&Bound<'_, PyAny>>, dilation: Option<&Bound<'_, PyAny>>, groups: usize) -> PyResult<ConvArgs> {
+    Ok(ConvArgs {
+        stride: stride.map(|s| pair(s, "stride")).transpose()?.unwrap_or([1, 1]),
+        pad: pad.map(pad_spec).transpose()?.unwrap_or(PadSpec::Explicit([0; 4])),
+        dilation: dilation.map(|s| pair(s, "dilation")).transpose()?.unwrap_or([1, 1]),
+        groups,
+    })
+}
+
 /// Convolution, 2-D (x [N, C, H, W]) or 1-D (x [N, C, L]).
 #[pyfunction]
 #[pyo3(signature = (x, W, b=None, stride=None, pad=None, dilation=None, groups=1))]
@@ -242,12 +252,7 @@ pub fn conv(
 ) -> R {
     let w = t_like(py, W, &x.t, "W")?;
     let bias = opt_t(py, b, &x.t, "b")?;
-    let args = ConvArgs {
-        stride: stride.map(|s| pair(s, "stride")).transpose()?.unwrap_or([1, 1]),
-        pad: pad.map(pad_spec).transpose()?.unwrap_or(PadSpec::Explicit([0; 4])),
-        dilation: dilation.map(|s| pair(s, "dilation")).transpose()?.unwrap_or([1, 1]),
-        groups,
-    };
+    let args = conv_args(stride, pad, dilation, groups)?;
     build(py, || b::conv(&x.t, &w, bias.as_ref(), &args)).map(PyTensor::new)
 }
 
@@ -268,12 +273,7 @@ pub fn conv_transpose(
 ) -> R {
     let w = t_like(py, W, &x.t, "W")?;
     let bias = opt_t(py, b, &x.t, "b")?;
-    let args = ConvArgs {
-        stride: stride.map(|s| pair(s, "stride")).transpose()?.unwrap_or([1, 1]),
-        pad: pad.map(pad_spec).transpose()?.unwrap_or(PadSpec::Explicit([0; 4])),
-        dilation: dilation.map(|s| pair(s, "dilation")).transpose()?.unwrap_or([1, 1]),
-        groups,
-    };
+    let args = conv_args(stride, pad, dilation, groups)?;
     let op_ = output_pad.map(|s| pair(s, "output_pad")).transpose()?.unwrap_or([0, 0]);
     build(py, || b::conv_transpose(&x.t, &w, bias.as_ref(), &args, op_)).map(PyTensor::new)
 }

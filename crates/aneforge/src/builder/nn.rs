@@ -60,6 +60,20 @@ fn lift_1d(op: &str, x: &Tensor) -> Result<(Tensor, bool)> {
     }
 }
 
+/// A 1-D conv weight [A, B, k] becomes [A, B, 1, k]; any weight must end up rank 4.
+fn lift_weight_1d(op: &str, w: &Tensor, lifted: bool, layout: &str) -> Result<Tensor> {
+    let w = if lifted && w.rank() == 3 {
+        let s = w.shape();
+        reshape(w, &[s[0], s[1], 1, s[2]])?
+    } else {
+        w.clone()
+    };
+    if w.rank() != 4 {
+        return Err(Error::shape(op, format!("weight must be {layout}, got {}", fmt_shape(w.shape()))));
+    }
+    Ok(w)
+}
+
 fn drop_1d(y: Tensor, lifted: bool) -> Result<Tensor> {
     if !lifted {
         return Ok(y);
@@ -72,15 +86,7 @@ fn drop_1d(y: Tensor, lifted: bool) -> Result<Tensor> {
 /// (x [N, C, L], W [O, C/groups, k]).
 pub fn conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: &ConvArgs) -> Result<Tensor> {
     let (x, lifted) = lift_1d("conv", x)?;
-    let w = if lifted && w.rank() == 3 {
-        let s = w.shape();
-        reshape(w, &[s[0], s[1], 1, s[2]])?
-    } else {
-        w.clone()
-    };
-    if w.rank() != 4 {
-        return Err(Error::shape("conv", format!("weight must be [O, C/groups, kh, kw], got {}", fmt_shape(w.shape()))));
-    }
+    let w = lift_weight_1d("conv", w, lifted, "[O, C/groups, kh, kw]")?;
     let kernel = [w.shape()[2], w.shape()[3]];
     let (mut stride, mut dilation) = (args.stride, args.dilation);
     if lifted {
@@ -103,15 +109,7 @@ pub fn conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: &ConvArgs) -> Resu
 /// Transposed convolution; W is [C, O/groups, kh, kw] (PyTorch layout).
 pub fn conv_transpose(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: &ConvArgs, output_pad: [usize; 2]) -> Result<Tensor> {
     let (x, lifted) = lift_1d("conv_transpose", x)?;
-    let w = if lifted && w.rank() == 3 {
-        let s = w.shape();
-        reshape(w, &[s[0], s[1], 1, s[2]])?
-    } else {
-        w.clone()
-    };
-    if w.rank() != 4 {
-        return Err(Error::shape("conv_transpose", format!("weight must be [C, O/groups, kh, kw], got {}", fmt_shape(w.shape()))));
-    }
+    let w = lift_weight_1d("conv_transpose", w, lifted, "[C, O/groups, kh, kw]")?;
     let mut pad = match args.pad {
         PadSpec::Explicit(p) => p,
         PadSpec::Same => return Err(Error::value("conv_transpose", "pad=\"same\" is not defined for conv_transpose; give explicit padding")),
