@@ -302,3 +302,25 @@ def test_activation_gradients_lower_and_evaluate_like_the_sim(act, oracle_python
     got = np.asarray(dict(np.load(tmp_path / "out.npz"))["output0"]).astype(np.float64)
     bound = 8 * ulp16(sim) + 1e-2 * max(1.0, float(np.abs(sim).max()))
     assert np.all(np.abs(got - sim) <= bound), (act, float(np.abs(got - sim).max()))
+
+
+def test_gather_gradient_scatter_add_lowers_and_evaluates_like_the_sim(oracle_python, tmp_path):  # noqa: F811
+    """The embedding backward (ScatterAdd, repeated indices) as a one-hot
+    matmul, against the sim through coremltools."""
+    x = af.input((2, 3, 4), name="x")
+    table = af.parameter(np.random.default_rng(2).standard_normal((6, 4)).astype(np.float32))
+    e = af.gather(table, [[1, 3, 1], [5, 0, 1]], axis=0)  # [2, 3, 4], index 1 three times
+    g = af.grad(af.sum(e * x), [table])[0]
+    net = af.compile(g)
+    pkg = tmp_path / "s.mlpackage"
+    net.save_mlpackage(str(pkg), with_text=False)
+    assert "matmul" in net.mil()
+    xv = np.random.default_rng(3).standard_normal((2, 3, 4)).astype(np.float16)
+    np.savez(tmp_path / "in.npz", x=xv)
+    rep = run_many(oracle_python, [{"package": str(pkg), "inputs": str(tmp_path / "in.npz"),
+                                    "outputs": str(tmp_path / "out.npz")}], tmp_path)[0]
+    assert rep["valid"] and rep.get("evaluated"), (rep["errors"], rep.get("eval_error"))
+    sim = np.asarray(net(xv)).astype(np.float64)
+    got = np.asarray(dict(np.load(tmp_path / "out.npz"))["output0"]).astype(np.float64)
+    assert got.shape == sim.shape == (6, 4)
+    assert np.allclose(got, sim, atol=8 * ulp16(sim).max())

@@ -635,3 +635,29 @@ impl LowerMil for Gather {
         Ok(cx.op("gather", args, &r, repr(out.dtype), &out.shape))
     }
 }
+
+impl LowerMil for ScatterAdd {
+    /// The backward of a constant-index gather: a matmul with a constant
+    /// one-hot matrix M [size, K] (M[i, j] = 1 where index j is i) over dy
+    /// viewed as [outer, K, inner]. The engine has no scatter, and repeated
+    /// indices accumulate in the matmul's wide accumulator.
+    fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
+        let d = repr(out.dtype);
+        let r = cx.result();
+        let dy = ins[0].fact;
+        let k = self.indices.len();
+        let outer: usize = dy.shape[..self.axis].iter().product();
+        let inner: usize = dy.shape[self.axis + self.indices_shape.len()..].iter().product();
+        let mut onehot = vec![0.0f32; self.size * k];
+        for (j, &i) in self.indices.iter().enumerate() {
+            onehot[i * k + j] = 1.0;
+        }
+        let m = cx.tensor("onehot", d, &[self.size, k], &onehot)?;
+        let s3 = cx.ints("shape", &[outer as i64, k as i64, inner as i64])?;
+        let y3 = cx.tmp("reshape", vec![("shape", s3), ("x", Argument::name(&ins[0].name))], d, &[outer, k, inner]);
+        let (f1, f2) = (cx.boolean("transpose_x", false)?, cx.boolean("transpose_y", false)?);
+        let mm = cx.tmp("matmul", vec![("transpose_x", f1), ("transpose_y", f2), ("x", m), ("y", Argument::name(y3))], d, &[outer, self.size, inner]);
+        let so = cx.ints("shape", &i64s(&out.shape))?;
+        Ok(cx.op("reshape", vec![("shape", so), ("x", Argument::name(mm))], &r, d, &out.shape))
+    }
+}

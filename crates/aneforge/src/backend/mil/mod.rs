@@ -553,7 +553,8 @@ impl LowerMil for Op {
             Op::Gather(x) => x.lower_mil(cx, ins, out),
             Op::Expand(x) => x.lower_mil(cx, ins, out),
             Op::UnaryGrad(x) => x.lower_mil(cx, ins, out),
-            Op::PoolGrad(_) | Op::ConvWeightGrad(_) | Op::ScatterAdd(_) => Err(Error::unsupported(
+            Op::ScatterAdd(x) => x.lower_mil(cx, ins, out),
+            Op::PoolGrad(_) | Op::ConvWeightGrad(_) => Err(Error::unsupported(
                 self.name(),
                 "this backward op has no MIL lowering yet; export the forward graph, or train with backend=\"sim\"",
             )),
