@@ -92,6 +92,22 @@ class Net:
     @property
     def target(self) -> str | None: ...
 
+class OnnxCoverage:
+    """Which ops a model uses and whether each is supported: every gap at once."""
+    def __repr__(self) -> str: ...
+    @property
+    def node_count(self) -> Any: ...
+    @property
+    def ops(self) -> Any: ...
+    @property
+    def opset(self) -> Any: ...
+    @property
+    def producer(self) -> Any: ...
+    @property
+    def supported(self) -> Any: ...
+    @property
+    def unsupported(self) -> Any: ...
+
 class OpEstimate:
     """One op's share of a latency projection."""
     def __repr__(self) -> str: ...
@@ -510,6 +526,13 @@ def load(path: str | os.PathLike[str], pooling: str | None = None, normalize: bo
     `max_length` override what the folder's sentence-transformers config says.
     """
 
+def load_onnx(path: str | os.PathLike[str], input_shapes: Any | None = None, **compile_options: Any) -> Tensor:
+    """
+    Imports an ONNX model and compiles it; keyword arguments are those of
+    `af.compile` (target, precision, backend, numerics, optimize). A model
+    with one output returns one array per call, several a tuple.
+    """
+
 def local_response_norm(x: TensorLike, size: int | Sequence[int], alpha: float = 0.0001, beta: TensorLike | float | None = 0.75, k: float = 1.0) -> Tensor:
     ...
 
@@ -557,6 +580,15 @@ def neg(x: TensorLike) -> Tensor:
 
 def not_equal(a: TensorLike, b_: TensorLike) -> Tensor:
     ...
+
+def onnx_coverage(path: str | os.PathLike[str]) -> Tensor:
+    ...
+
+def onnx_graph(path: str | os.PathLike[str], input_shapes: Any | None = None) -> Tensor:
+    """
+    The model's graph as af Tensors, for further building:
+    `inputs, outputs = af.onnx_graph(path)`.
+    """
 
 def pad(x: TensorLike, pads: Sequence[tuple[int, int]], mode: str = 'constant', value: float = 0.0) -> Tensor:
     """Pads trailing axes; `pads` is a list of (before, after), last axes last."""
