@@ -32,6 +32,20 @@ def median_ms(fn, repeat: int) -> float:
     return statistics.median(ts)
 
 
+def paired_ms(sim, peer, repeat: int, rounds: int = 5) -> tuple[float, float]:
+    """Medians of the two, measured in alternating blocks so that both see
+    the same machine state (a shared VM drifts by 2x within a minute). A
+    pause after each ORT block lets its worker threads stop spinning before
+    the sim runs."""
+    ts, tp = [], []
+    block = max(1, repeat // rounds)
+    for _ in range(rounds):
+        ts.append(median_ms(sim, block))
+        tp.append(median_ms(peer, block))
+        time.sleep(0.05)
+    return statistics.median(ts), statistics.median(tp)
+
+
 def ort_session(node, inputs, output_shape, initializers=()):
     graph = helper.make_graph(
         [node],
@@ -109,8 +123,7 @@ def main() -> None:
     print(f"{'op':34s} {'sim ms':>9s} {'ORT ms':>9s} {'sim/ORT':>8s}  max|diff|")
     for name, net, sess, x in cases:
         x16 = x.astype(np.float16)
-        t_sim = median_ms(lambda: net(x16), args.repeat)
-        t_ort = median_ms(lambda: sess.run(None, {"x": x}), args.repeat)
+        t_sim, t_ort = paired_ms(lambda: net(x16), lambda: sess.run(None, {"x": x}), args.repeat)
         diff = float(np.abs(net(x16).astype(np.float32) - sess.run(None, {"x": x16.astype(np.float32)})[0]).max())
         print(f"{name:34s} {t_sim:9.3f} {t_ort:9.3f} {t_sim / t_ort:7.2f}x  {diff:.3g}")
 

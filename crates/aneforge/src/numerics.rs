@@ -56,14 +56,16 @@ pub fn sum_f32(xs: &[f32]) -> f32 {
     s
 }
 
-/// Max with 16 independent lanes.
+/// Max with 16 independent lanes. A plain compare (not `f32::max`, whose
+/// NaN rule costs a blend per lane); NaN inputs still surface through the
+/// exp/sum that follow it in softmax.
 #[inline]
 pub fn max_f32(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 16];
     let mut c = xs.chunks_exact(16);
     for v in &mut c {
         for k in 0..16 {
-            acc[k] = acc[k].max(v[k]);
+            acc[k] = if v[k] > acc[k] { v[k] } else { acc[k] };
         }
     }
     let mut m = c.remainder().iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
@@ -192,19 +194,24 @@ const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
 
 /// e^x, relative error < 2e-7; overflow → +inf, underflow → 0.
+/// Only float ops and selects (rounding by the 1.5·2²³ trick, no libm
+/// calls), so loops over it vectorise.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let xc = x.clamp(-87.0, 88.0);
-    let n = (xc * LOG2E).round_ties_even();
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let xc = x.max(-87.0).min(88.0);
+    let n = (xc * LOG2E + MAGIC) - MAGIC;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // 2^n built in the exponent field. n + 127 is an integer in [40, 215];
+    // adding 2^23 puts it in the low mantissa bits, read without a float→int
+    // conversion (which would not vectorise).
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits() - 0x4B00_0000;
+    let scale = f32::from_bits(biased << 23);
     let y = p * scale;
-    if x > 88.7 {
-        f32::INFINITY
-    } else if x < -87.3 {
-        0.0
-    } else if x.is_nan() {
+    let y = if x > 88.7 { f32::INFINITY } else { y };
+    let y = if x < -87.3 { 0.0 } else { y };
+    if x.is_nan() {
         x
     } else {
         y
