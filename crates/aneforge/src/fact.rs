@@ -141,6 +141,76 @@ pub fn norm_axes(op: &str, axes: &[i64], rank: usize) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// A short per-axis list (strides, indices) kept on the stack: kernels build
+/// these on every call, and the per-call path must not allocate. Ranks above
+/// 8 (legal in the builder, refused for the engine) spill to the heap.
+#[derive(Clone, Debug)]
+pub struct Dims<T: Copy + Default> {
+    buf: [T; 8],
+    len: usize,
+    heap: Vec<T>,
+}
+
+impl<T: Copy + Default> Dims<T> {
+    pub fn zeros(len: usize) -> Dims<T> {
+        if len <= 8 {
+            Dims { buf: [T::default(); 8], len, heap: Vec::new() }
+        } else {
+            Dims { buf: [T::default(); 8], len, heap: vec![T::default(); len] }
+        }
+    }
+}
+
+impl<T: Copy + Default> std::ops::Deref for Dims<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        if self.len <= 8 {
+            &self.buf[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+impl<T: Copy + Default> std::ops::DerefMut for Dims<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        if self.len <= 8 {
+            &mut self.buf[..self.len]
+        } else {
+            &mut self.heap
+        }
+    }
+}
+
+impl<T: Copy + Default> FromIterator<T> for Dims<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(it: I) -> Self {
+        let mut d = Dims { buf: [T::default(); 8], len: 0, heap: Vec::new() };
+        for v in it {
+            if d.len < 8 {
+                d.buf[d.len] = v;
+            } else {
+                if d.len == 8 {
+                    d.heap.extend_from_slice(&d.buf);
+                }
+                d.heap.push(v);
+            }
+            d.len += 1;
+        }
+        d
+    }
+}
+
+/// Row-major strides without allocating (for kernels).
+pub fn strides_small(shape: &[usize]) -> Dims<usize> {
+    let mut s = Dims::zeros(shape.len());
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        s[i] = acc;
+        acc *= shape[i];
+    }
+    s
+}
+
 /// Row-major strides of a contiguous shape.
 pub fn strides_of(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
@@ -166,6 +236,16 @@ mod tests {
         let e = check_shape("input", &[1 << 20, 1 << 20]).unwrap_err().to_string();
         assert!(e.contains("2.0 TiB"), "{e}");
         assert!(check_shape("input", &[3, 0]).is_err());
+    }
+
+    #[test]
+    fn small_dims_match_vectors_at_every_rank() {
+        for r in 0..12 {
+            let shape: Vec<usize> = (1..=r).collect();
+            assert_eq!(&*strides_small(&shape), strides_of(&shape).as_slice());
+            let d: Dims<isize> = (0..r as isize).collect();
+            assert_eq!(d.to_vec(), (0..r as isize).collect::<Vec<_>>());
+        }
     }
 
     #[test]

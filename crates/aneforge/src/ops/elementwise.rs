@@ -539,10 +539,10 @@ impl OpDef for Cast {
 }
 
 /// Per-input strides over the output shape (0 on broadcast axes).
-pub(crate) fn broadcast_strides(in_shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
+pub(crate) fn broadcast_strides(in_shape: &[usize], out_shape: &[usize]) -> crate::fact::Dims<usize> {
     let r = out_shape.len();
     let off = r - in_shape.len();
-    let mut strides = vec![0usize; r];
+    let mut strides = crate::fact::Dims::zeros(r);
     let mut s = 1usize;
     for i in (0..in_shape.len()).rev() {
         if in_shape[i] != 1 {
@@ -584,7 +584,7 @@ pub(crate) fn map_broadcast<const N: usize>(
         return;
     }
     let r = out_shape.len();
-    let strides: [Vec<usize>; N] = std::array::from_fn(|k| broadcast_strides(ins[k].shape, out_shape));
+    let strides: [crate::fact::Dims<usize>; N] = std::array::from_fn(|k| broadcast_strides(ins[k].shape, out_shape));
     let inner = out_shape[r - 1];
     let rows = n / inner;
     let row_fn = |row: usize, o: &mut [f32]| {

@@ -4,7 +4,7 @@
 
 use super::{Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
-use crate::fact::{broadcast_shapes, fmt_shape, norm_axis, strides_of, Fact};
+use crate::fact::{Dims, Fact, broadcast_shapes, fmt_shape, norm_axis, strides_of, strides_small};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -95,8 +95,8 @@ impl OpDef for Transpose {
         Ok(Fact::new(self.perm.iter().map(|&p| x.shape[p]).collect(), x.dtype))
     }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
-        let st = strides_of(ins[0].shape);
-        let strides: Vec<isize> = self.perm.iter().map(|&p| st[p] as isize).collect();
+        let st = strides_small(ins[0].shape);
+        let strides: Dims<isize> = self.perm.iter().map(|&p| st[p] as isize).collect();
         copy_strided(ins[0].data, 0, &strides, out_shape, out);
     }
     fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
@@ -219,9 +219,9 @@ impl OpDef for Slice {
         Ok(Fact::new(self.len.clone(), x.dtype))
     }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
-        let st = strides_of(ins[0].shape);
-        let base: isize = self.begin.iter().zip(&st).map(|(&b, &s)| (b * s) as isize).sum();
-        let strides: Vec<isize> = self.stride.iter().zip(&st).map(|(&k, &s)| k * s as isize).collect();
+        let st = strides_small(ins[0].shape);
+        let base: isize = self.begin.iter().zip(st.iter()).map(|(&b, &s)| (b * s) as isize).sum();
+        let strides: Dims<isize> = self.stride.iter().zip(st.iter()).map(|(&k, &s)| k * s as isize).collect();
         copy_strided(ins[0].data, base, &strides, out_shape, out);
     }
     fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
@@ -249,8 +249,8 @@ impl OpDef for Expand {
         Ok(Fact::new(s, x.dtype))
     }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
-        let strides: Vec<isize> =
-            super::elementwise::broadcast_strides(ins[0].shape, out_shape).into_iter().map(|s| s as isize).collect();
+        let strides: Dims<isize> =
+            super::elementwise::broadcast_strides(ins[0].shape, out_shape).iter().map(|&s| s as isize).collect();
         copy_strided(ins[0].data, 0, &strides, out_shape, out);
     }
     fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
