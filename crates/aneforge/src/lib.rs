@@ -17,6 +17,7 @@ pub mod graph;
 pub mod numerics;
 pub mod ops;
 pub mod passes;
+mod sgemm;
 pub mod train;
 pub mod target;
 

@@ -7,6 +7,7 @@ use super::linalg::epilogue_planes;
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{fmt_shape, Fact};
+use crate::sgemm::{sgemm, Epilogue, Mat, Operand};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -134,7 +135,9 @@ impl OpDef for Conv {
                 super::winograd::conv3x3(xin, c, h, wd, w.data, prepared, o, pad, dst, oh, ow, scratch);
             }
         } else {
-            let par = if og * plane * kk >= 1 << 17 { Parallelism::Rayon(0) } else { Parallelism::None };
+            let parallel = og * plane * kk >= 1 << 17;
+            let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
+            let group_stride = og.next_multiple_of(crate::sgemm::MR) * kk;
             for b in 0..n {
                 for gi in 0..g {
                     let xin = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
@@ -145,17 +148,20 @@ impl OpDef for Conv {
                         im2col(xin, [h, wd], [oh, ow], &self.window, s);
                         s
                     };
-                    let wg = &w.data[gi * og * kk..(gi + 1) * og * kk];
+                    let wg = match prepared {
+                        Some(p) => Operand::packed_lhs(&p[gi * group_stride..], og),
+                        None => Operand::Strided(Mat::rows(&w.data[gi * og * kk..], kk)),
+                    };
+                    let epi = Epilogue { row_bias: self.bias.then(|| &ins[2].data[gi * og..]), col_bias: None, clamp };
                     let dst = &mut out[(b * o + gi * og) * plane..(b * o + (gi + 1) * og) * plane];
                     // SAFETY: wg is [og, kk], cols is [kk, plane], dst is [og, plane], all row-major.
-                    unsafe {
-                        gemm::gemm(
-                            og, plane, kk, dst.as_mut_ptr(), 1, plane as isize, false, wg.as_ptr(), 1, kk as isize,
-                            cols.as_ptr(), 1, plane as isize, 0.0, 1.0, false, false, false, par,
-                        );
-                    }
+                    unsafe { sgemm(og, plane, kk, wg, Operand::Strided(Mat::rows(cols, plane)), dst.as_mut_ptr(), plane, false, epi, parallel) };
                 }
             }
+            if let Some(act) = self.act.filter(|_| clamp.is_none()) {
+                act.apply_in_place(out, ctx.ieee);
+            }
+            return;
         }
         if self.bias || self.act.is_some() {
             let bias = if self.bias { Some(ins[2].data) } else { None };
@@ -168,13 +174,21 @@ impl OpDef for Conv {
         Cost { flops: 2.0 * out.numel() as f64 * k as f64 }
     }
 
-    /// Constant 3x3 weights get their Winograd transform once, at compile time.
+    /// Constant weights are transformed once, at compile time: the
+    /// Winograd transform for 3x3 convs, the GEMM's packed layout (per
+    /// group) for the rest.
     fn prepare(&self, ins: &[&Fact], consts: &[Option<&[f32]>], out: &Fact) -> Option<Vec<f32>> {
-        if !self.is_winograd(ins[0].shape[1], out) {
+        let w = consts.get(1).copied().flatten()?;
+        let (c, o) = (ins[0].shape[1], out.shape[1]);
+        if self.is_winograd(c, out) {
+            return Some(super::winograd::transform_weights(w, o, c));
+        }
+        if self.is_depthwise(c, o) || !crate::sgemm::packs_constants() {
             return None;
         }
-        let w = consts.get(1).copied().flatten()?;
-        Some(super::winograd::transform_weights(w, out.shape[1], ins[0].shape[1]))
+        let og = o / self.groups;
+        let kk = w.len() / o;
+        Some((0..self.groups).flat_map(|gi| crate::sgemm::pack_lhs(&w[gi * og * kk..(gi + 1) * og * kk], og, kk)).collect())
     }
 }
 
@@ -356,11 +370,10 @@ impl OpDef for ConvTranspose {
                 let wg = &w.data[gi * cg * rows..(gi + 1) * cg * rows];
                 let cols = &mut scratch[..rows * hw];
                 // cols[rows, hw] = wg^T [rows, cg] x xin [cg, hw]
+                // SAFETY: wg is [cg, rows] (read transposed), xin [cg, hw], cols [rows, hw].
                 unsafe {
-                    gemm::gemm(
-                        rows, hw, cg, cols.as_mut_ptr(), 1, hw as isize, false, wg.as_ptr(), rows as isize, 1,
-                        xin.as_ptr(), 1, hw as isize, 0.0, 1.0, false, false, false, Parallelism::Rayon(0),
-                    );
+                    let (a, b) = (Operand::Strided(Mat::cols(wg, rows)), Operand::Strided(Mat::rows(xin, hw)));
+                    sgemm(rows, hw, cg, a, b, cols.as_mut_ptr(), hw, false, Epilogue::default(), true);
                 }
                 let dst = &mut out[(b * o + gi * og) * oh * ow..(b * o + (gi + 1) * og) * oh * ow];
                 let win = self.window;

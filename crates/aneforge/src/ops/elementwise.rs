@@ -256,15 +256,39 @@ impl Unary {
         self.exact()
     }
 
-    /// `out[i] = f(x[i])`. The match happens once, outside the loop, so each
-    /// op gets its own monomorphised loop that the compiler can vectorise.
+    /// `out[i] = f(x[i])`.
     pub fn apply_slice(&self, x: &[f32], out: &mut [f32], ieee: bool) {
+        self.with_kernel(ieee, IntoSlice { x, out });
+    }
+
+    /// `buf[i] = f(buf[i])` (a fused activation over a kernel's output).
+    pub fn apply_in_place(&self, buf: &mut [f32], ieee: bool) {
+        self.with_kernel(ieee, InPlace(buf));
+    }
+
+    /// The clamp bounds of relu, relu6 and clip, which GEMM kernels apply
+    /// in registers. Not under IEEE numerics: a register clamp maps NaN to
+    /// the bound, where `apply` propagates it.
+    pub fn as_clamp(&self, ieee: bool) -> Option<(f32, f32)> {
+        match *self {
+            _ if ieee => None,
+            Unary::Relu => Some((0.0, f32::INFINITY)),
+            Unary::Relu6 => Some((0.0, 6.0)),
+            Unary::Clip { lo, hi } => Some((lo, hi)),
+            _ => None,
+        }
+    }
+
+    /// Runs `m` with this op's scalar function. The match happens once,
+    /// outside the loop, so each op gets its own monomorphised loop that
+    /// the compiler can vectorise.
+    fn with_kernel(&self, ieee: bool, m: impl SliceMap) {
         // Each arm names its variant as a constant so that, once `apply` is
         // inlined, the inner match folds away and the loop vectorises.
         macro_rules! arms {
             ($($v:ident $(($($f:ident),*))? $({$($g:ident),*})?),* $(,)?) => {
                 match *self {
-                    $(Unary::$v $(($($f),*))? $({$($g),*})? => map_slice(x, out, move |a| Unary::$v $(($($f),*))? $({$($g),*})?.apply(a, ieee)),)*
+                    $(Unary::$v $(($($f),*))? $({$($g),*})? => m.run(move |a| Unary::$v $(($($f),*))? $({$($g),*})?.apply(a, ieee)),)*
                 }
             };
         }
@@ -273,6 +297,37 @@ impl Unary {
             Softplus, Softsign, Tanh, ScaledTanh { alpha, beta }, Threshold(p), Clip { lo, hi }, Exp, Exp2, Log,
             Sqrt, Rsqrt, Reciprocal, Square, Abs, Sign, Neg, Sin, Cos, Atan, Erf, Floor, Ceil, Round, LogicalNot,
         )
+    }
+}
+
+/// Where a unary kernel reads and writes (see [`Unary::with_kernel`]).
+trait SliceMap {
+    fn run(self, f: impl Fn(f32) -> f32 + Sync + Send + Copy);
+}
+
+struct IntoSlice<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl SliceMap for IntoSlice<'_> {
+    #[inline(always)]
+    fn run(self, f: impl Fn(f32) -> f32 + Sync + Send + Copy) {
+        map_slice(self.x, self.out, f)
+    }
+}
+
+struct InPlace<'a>(&'a mut [f32]);
+
+impl SliceMap for InPlace<'_> {
+    #[inline(always)]
+    fn run(self, f: impl Fn(f32) -> f32 + Sync + Send + Copy) {
+        let run = |o: &mut [f32]| o.iter_mut().for_each(|v| *v = f(*v));
+        if self.0.len() >= 2 * PAR_CHUNK {
+            self.0.par_chunks_mut(PAR_CHUNK).for_each(run);
+        } else {
+            run(self.0);
+        }
     }
 }
 

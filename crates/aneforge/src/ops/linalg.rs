@@ -1,11 +1,11 @@
-//! Matrix multiplication on the `gemm` crate, with an optional fused bias
+//! Matrix multiplication on the sim's GEMM (`crate::sgemm`), with an optional fused bias
 //! and activation epilogue (set by the `fuse_epilogues` pass).
 
 use super::elementwise::Unary;
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{broadcast_shapes, fmt_shape, Fact};
-use gemm::Parallelism;
+use crate::sgemm::{pack_rhs, packs_constants, sgemm, Epilogue, Mat, Operand};
 use rayon::prelude::*;
 
 /// Flops below which a GEMM runs on one thread (threading costs more).
@@ -99,48 +99,44 @@ impl OpDef for MatMul {
         };
         let (a_rs, a_cs) = if self.transpose_a { (1isize, m as isize) } else { (k as isize, 1isize) };
         let (b_rs, b_cs) = if self.transpose_b { (1isize, k as isize) } else { (n as isize, 1isize) };
+        // A trailing extra input is B packed at compile time (see `prepare`).
+        let packed_b = (ins.len() > 2 + self.bias as usize).then(|| ins[ins.len() - 1].data);
+        let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
+        let epi = Epilogue { row_bias: None, col_bias: if self.bias { Some(ins[2].data) } else { None }, clamp };
         let flops = m * n * k;
-        let run = |bi: usize, dst: &mut [f32], par: Parallelism| {
+        let run = |bi: usize, dst: &mut [f32], parallel: bool| {
             let ao = offset(bi, &sa, m * k);
             let bo = offset(bi, &sb, k * n);
+            let lhs = Operand::Strided(Mat { ptr: a.data[ao..].as_ptr(), rs: a_rs, cs: a_cs });
+            let rhs = match packed_b {
+                Some(p) => Operand::packed_rhs(p, n),
+                None => Operand::Strided(Mat { ptr: b.data[bo..].as_ptr(), rs: b_rs, cs: b_cs }),
+            };
             // SAFETY: the offsets and strides stay inside `a`, `b` and `dst`
             // by construction of the shapes checked in `infer`.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.data.as_ptr().add(ao),
-                    a_cs,
-                    a_rs,
-                    b.data.as_ptr().add(bo),
-                    b_cs,
-                    b_rs,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                );
-            }
+            unsafe { sgemm(m, n, k, lhs, rhs, dst.as_mut_ptr(), n, false, epi, parallel) };
         };
         if batches > 1 && flops < PAR_FLOPS * 8 {
-            out.par_chunks_mut(m * n).enumerate().for_each(|(bi, dst)| run(bi, dst, Parallelism::None));
+            out.par_chunks_mut(m * n).enumerate().for_each(|(bi, dst)| run(bi, dst, false));
         } else {
-            let par = if flops >= PAR_FLOPS { Parallelism::Rayon(0) } else { Parallelism::None };
             for (bi, dst) in out.chunks_mut(m * n).enumerate() {
-                run(bi, dst, par);
+                run(bi, dst, flops >= PAR_FLOPS);
             }
         }
-        if self.bias || self.act.is_some() {
-            let bias = if self.bias { Some(ins[2].data) } else { None };
-            epilogue_rows(out, n, bias, self.act, ctx.ieee);
+        if let Some(act) = self.act.filter(|_| clamp.is_none()) {
+            act.apply_in_place(out, ctx.ieee);
         }
+    }
+
+    /// A constant B without batch dims (a layer's weight) is packed once.
+    fn prepare(&self, ins: &[&Fact], consts: &[Option<&[f32]>], _out: &Fact) -> Option<Vec<f32>> {
+        let b = consts.get(1).copied().flatten()?;
+        let (_, k, _, n) = self.dims(&ins[0].shape, &ins[1].shape);
+        if !packs_constants() || ins[1].numel() != k * n {
+            return None;
+        }
+        let bm = if self.transpose_b { Mat::cols(b, k) } else { Mat::rows(b, n) };
+        Some(pack_rhs(bm, k, n))
     }
 
     fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {
@@ -149,47 +145,21 @@ impl OpDef for MatMul {
     }
 }
 
-/// Adds a per-column bias to rows of length `n` and applies `act`.
-pub(crate) fn epilogue_rows(out: &mut [f32], n: usize, bias: Option<&[f32]>, act: Option<Unary>, ieee: bool) {
-    let body = |row: &mut [f32]| {
-        if let Some(b) = bias {
-            for (o, &bv) in row.iter_mut().zip(b) {
-                *o += bv;
-            }
-        }
-        if let Some(f) = act {
-            for o in row.iter_mut() {
-                *o = f.apply(*o, ieee);
-            }
-        }
-    };
-    if out.len() >= 1 << 16 {
-        out.par_chunks_mut(n).for_each(body);
-    } else {
-        out.chunks_mut(n).for_each(body);
-    }
-}
-
 /// Adds a per-channel bias to planes of length `plane` and applies `act`.
 pub(crate) fn epilogue_planes(out: &mut [f32], plane: usize, channels: usize, bias: Option<&[f32]>, act: Option<Unary>, ieee: bool) {
-    let body = |(i, p): (usize, &mut [f32])| {
-        let c = i % channels;
-        if let Some(b) = bias {
-            let bv = b[c];
-            for o in p.iter_mut() {
-                *o += bv;
-            }
+    if let Some(b) = bias {
+        let body = |(i, p): (usize, &mut [f32])| {
+            let bv = b[i % channels];
+            p.iter_mut().for_each(|o| *o += bv);
+        };
+        if out.len() >= 1 << 16 {
+            out.par_chunks_mut(plane).enumerate().for_each(body);
+        } else {
+            out.chunks_mut(plane).enumerate().for_each(body);
         }
-        if let Some(f) = act {
-            for o in p.iter_mut() {
-                *o = f.apply(*o, ieee);
-            }
-        }
-    };
-    if out.len() >= 1 << 16 {
-        out.par_chunks_mut(plane).enumerate().for_each(body);
-    } else {
-        out.chunks_mut(plane).enumerate().for_each(body);
+    }
+    if let Some(f) = act {
+        f.apply_in_place(out, ieee);
     }
 }
 

@@ -4,7 +4,7 @@
 //! from direct convolution by a few f32 ulps — far below the fp16 rounding
 //! that follows.
 
-use gemm::Parallelism;
+use crate::sgemm::{sgemm, Epilogue, Mat, Operand};
 use rayon::prelude::*;
 
 /// When the Winograd path pays off: enough channels for the GEMMs to
@@ -99,10 +99,8 @@ pub(crate) fn conv3x3(x: &[f32], c: usize, h: usize, w: usize, wt: &[f32], prepa
     m.par_chunks_mut(o * t).enumerate().for_each(|(k, mk)| {
         // SAFETY: U_k [O, C], V_k [C, T], M_k [O, T], all row-major.
         unsafe {
-            gemm::gemm(
-                o, t, c, mk.as_mut_ptr(), 1, t as isize, false, u[k * oc..].as_ptr(), 1, c as isize, v[k * ct..].as_ptr(), 1,
-                t as isize, 0.0, 1.0, false, false, false, Parallelism::None,
-            );
+            let (a, b) = (Operand::Strided(Mat::rows(&u[k * oc..], c)), Operand::Strided(Mat::rows(&v[k * ct..], t)));
+            sgemm(o, t, c, a, b, mk.as_mut_ptr(), t, false, Epilogue::default(), false);
         }
     });
 

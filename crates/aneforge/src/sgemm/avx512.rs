@@ -1,0 +1,81 @@
+//! The AVX-512 register kernel: an MR×NR = 12×32 tile of C held in 24 zmm
+//! accumulators; per k step two vector loads of B and twelve broadcasts of
+//! A feed 24 FMAs, so the loop is bound by the FMA ports, not by loads.
+
+use super::{MR, NR};
+
+/// The epilogue of one tile, applied when its last K block is done: null
+/// bias pointers mean no bias.
+pub(super) struct TileEpi {
+    pub row_bias: *const f32,
+    pub col_bias: *const f32,
+    pub clamp: bool,
+    pub lo: f32,
+    pub hi: f32,
+}
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// C tile (mr×nr valid of MR×NR, row stride ldc) = or += packed A
+/// micro-panel [kc][MR] · packed B micro-panel [kc][NR].
+///
+/// # Safety
+/// `a` holds kc·MR floats, `b` kc·NR floats, `c` an mr×nr tile; the caller
+/// has checked AVX-512F is available.
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, add: bool, epi: &TileEpi) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut ap = a;
+    let mut bp = b;
+    for _ in 0..kc {
+        let b0 = _mm512_loadu_ps(bp);
+        let b1 = _mm512_loadu_ps(bp.add(16));
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = _mm512_set1_ps(*ap.add(i));
+            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+        }
+        ap = ap.add(MR);
+        bp = bp.add(NR);
+    }
+    // Masks select the valid columns of the two vectors of a row.
+    let (m0, m1): (__mmask16, __mmask16) = if nr >= NR {
+        (0xffff, 0xffff)
+    } else if nr > 16 {
+        (0xffff, ((1u32 << (nr - 16)) - 1) as u16)
+    } else {
+        (((1u32 << nr) - 1) as u16, 0)
+    };
+    let (cb0, cb1) = if epi.col_bias.is_null() {
+        (_mm512_setzero_ps(), _mm512_setzero_ps())
+    } else {
+        (_mm512_maskz_loadu_ps(m0, epi.col_bias), _mm512_maskz_loadu_ps(m1, epi.col_bias.wrapping_add(16)))
+    };
+    let (lo, hi) = (_mm512_set1_ps(epi.lo), _mm512_set1_ps(epi.hi));
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        let cp = c.add(i * ldc);
+        let (mut v0, mut v1) = (row[0], row[1]);
+        if add {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cp));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cp.wrapping_add(16)));
+        }
+        // Bias and clamp in the same order as the unfused ops: (acc + b), then clamp.
+        let rb = if epi.row_bias.is_null() { _mm512_setzero_ps() } else { _mm512_set1_ps(*epi.row_bias.add(i)) };
+        v0 = _mm512_add_ps(v0, _mm512_add_ps(rb, cb0));
+        v1 = _mm512_add_ps(v1, _mm512_add_ps(rb, cb1));
+        if epi.clamp {
+            v0 = _mm512_min_ps(_mm512_max_ps(v0, lo), hi);
+            v1 = _mm512_min_ps(_mm512_max_ps(v1, lo), hi);
+        }
+        _mm512_mask_storeu_ps(cp, m0, v0);
+        _mm512_mask_storeu_ps(cp.wrapping_add(16), m1, v1);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile(_: usize, _: *const f32, _: *const f32, _: *mut f32, _: usize, _: usize, _: usize, _: bool, _: &TileEpi) {
+    unreachable!("the AVX-512 kernel is only dispatched on x86-64")
+}

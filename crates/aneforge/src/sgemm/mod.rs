@@ -1,0 +1,356 @@
+//! The sim's f32 GEMM: C = A·B (optionally + C) on strided operands.
+//!
+//! Why our own: the `gemm` crate re-packs both operands on every call and
+//! splits work across threads in a way that leaves the second core half
+//! idle on the shapes convolutions produce (64×3136×576). This one is the
+//! classic three-level blocking (KC × NC panel of B in L2, MC × KC block of
+//! A, a register tile of MR × NR), an AVX-512 register kernel, packing
+//! buffers that live per thread and only ever grow (so a warm program does
+//! not allocate), and threading by whole column (or row) stripes so each
+//! core owns its output and its packed panels. Operands that are compile
+//! time constants can be packed once ([`pack_lhs`]) and skip packing per
+//! call. Machines without AVX-512 fall back to the `gemm` crate.
+
+mod avx512;
+
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Rows of the register tile (broadcast operand).
+pub(crate) const MR: usize = 12;
+/// Columns of the register tile: two 16-lane vectors.
+pub(crate) const NR: usize = 32;
+/// Depth of a packed block: an A micro-panel (MR×KC) plus a B micro-panel
+/// (KC×NR) fit L1 together.
+const KC: usize = 256;
+/// Rows of A packed per block (L2 resident).
+const MC: usize = 144;
+/// Columns of B packed per block.
+const NC: usize = 1024;
+/// Work (m·n·k) below which threading costs more than it saves.
+const PAR_WORK: usize = 1 << 18;
+
+/// A read-only strided matrix: element (i, j) is at `ptr + i*rs + j*cs`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mat {
+    pub ptr: *const f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+// SAFETY: a `Mat` is only read, and callers keep the data alive for the call.
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+
+impl Mat {
+    /// A row-major [rows, cols] matrix of `data` (cols = row stride).
+    pub fn rows(data: &[f32], ld: usize) -> Mat {
+        Mat { ptr: data.as_ptr(), rs: ld as isize, cs: 1 }
+    }
+    /// The transpose view of a row-major matrix with row stride `ld`.
+    pub fn cols(data: &[f32], ld: usize) -> Mat {
+        Mat { ptr: data.as_ptr(), rs: 1, cs: ld as isize }
+    }
+    #[inline(always)]
+    unsafe fn at(&self, i: usize, j: usize) -> f32 {
+        *self.ptr.offset(i as isize * self.rs + j as isize * self.cs)
+    }
+    unsafe fn offset(&self, i: usize, j: usize) -> Mat {
+        Mat { ptr: self.ptr.offset(i as isize * self.rs + j as isize * self.cs), ..*self }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes a disjoint stripe of C.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Packs a row-major [m, k] left operand (e.g. a constant conv weight)
+/// into the layout the kernel streams, so calls passing it as
+/// [`Operand::Packed`] skip packing it.
+pub(crate) fn pack_lhs(a: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let ld = m.next_multiple_of(MR);
+    let mut data = vec![0.0; ld * k];
+    let src = Mat::rows(a, k);
+    for pc in (0..k).step_by(KC) {
+        let kc = KC.min(k - pc);
+        // SAFETY: a is [m, k]; the block stays in bounds.
+        unsafe { pack_a(src.offset(0, pc), m, kc, &mut data[ld * pc..ld * (pc + kc)]) };
+    }
+    data
+}
+
+/// Packs a [k, n] right operand (e.g. a constant linear weight; `b` gives
+/// its strides) into the layout the kernel streams.
+pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize) -> Vec<f32> {
+    let ld = n.next_multiple_of(NR);
+    let mut data = vec![0.0; ld * k];
+    for pc in (0..k).step_by(KC) {
+        let kc = KC.min(k - pc);
+        // SAFETY: the caller's `b` addresses a valid [k, n] matrix.
+        unsafe { pack_b(b.offset(pc, 0), kc, n, &mut data[ld * pc..ld * (pc + kc)]) };
+    }
+    data
+}
+
+/// An operand packed ahead of time by [`pack_lhs`] / [`pack_rhs`]: `ld` is
+/// the padded length of its outer (m or n) dimension, `off` the first row
+/// (or column) this call uses, a multiple of MR (or NR).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Packed<'a> {
+    data: &'a [f32],
+    ld: usize,
+    off: usize,
+}
+
+/// A GEMM operand: strided in memory, or packed ahead of time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Operand<'a> {
+    Strided(Mat),
+    Packed(Packed<'a>),
+}
+
+impl<'a> Operand<'a> {
+    /// A [`pack_lhs`] result for `m` rows.
+    pub fn packed_lhs(data: &'a [f32], m: usize) -> Operand<'a> {
+        Operand::Packed(Packed { data, ld: m.next_multiple_of(MR), off: 0 })
+    }
+    /// A [`pack_rhs`] result for `n` columns.
+    pub fn packed_rhs(data: &'a [f32], n: usize) -> Operand<'a> {
+        Operand::Packed(Packed { data, ld: n.next_multiple_of(NR), off: 0 })
+    }
+    /// The operand from outer index `i` on (row of A or column of B);
+    /// `i` must be a multiple of the tile size when packed.
+    unsafe fn skip(self, i: usize, lhs: bool) -> Operand<'a> {
+        match self {
+            Operand::Strided(s) => Operand::Strided(if lhs { s.offset(i, 0) } else { s.offset(0, i) }),
+            Operand::Packed(p) => Operand::Packed(Packed { off: p.off + i, ..p }),
+        }
+    }
+}
+
+/// What the kernel applies to a finished tile: a bias per row or per
+/// column, then a clamp (relu, relu6 and clip are clamps).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Epilogue<'a> {
+    pub row_bias: Option<&'a [f32]>,
+    pub col_bias: Option<&'a [f32]>,
+    pub clamp: Option<(f32, f32)>,
+}
+
+impl<'a> Epilogue<'a> {
+    fn skip(self, rows: usize, cols: usize) -> Epilogue<'a> {
+        Epilogue { row_bias: self.row_bias.map(|b| &b[rows..]), col_bias: self.col_bias.map(|b| &b[cols..]), clamp: self.clamp }
+    }
+}
+
+thread_local! {
+    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Whether the AVX-512 kernel can run here (checked once by std).
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// C[m, n] (row stride `ldc`) = A[m, k] · B[k, n], plus C's old value when
+/// `accumulate`, then `epi`. Threads over both cores when `parallel` and
+/// the work is large enough.
+///
+/// # Safety
+/// `a`, `b` must address valid [m, k] / [k, n] matrices and `c` a writable
+/// [m, n] matrix with row stride `ldc` that aliases neither; epilogue
+/// biases hold m (row) or n (column) values.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut f32, ldc: usize, accumulate: bool, epi: Epilogue, parallel: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if !has_avx512() {
+        return fallback(m, n, k, a, b, c, ldc, accumulate, epi, parallel);
+    }
+    let threads = if parallel && m * n * k >= PAR_WORK { rayon::current_num_threads() } else { 1 };
+    if threads <= 1 {
+        return blocked(m, n, k, a, b, c, ldc, accumulate, epi);
+    }
+    // Column stripes when there are enough columns (each task then packs
+    // all of A, the smaller operand in conv and linear layers), otherwise
+    // row stripes. Each task owns its stripe of C.
+    let out = OutPtr(c);
+    let by_cols = n >= threads * NR * 2 || m < threads * MR * 2;
+    let (len, tile) = if by_cols { (n, NR) } else { (m, MR) };
+    let step = len.div_ceil(threads).next_multiple_of(tile);
+    (0..len.div_ceil(step)).into_par_iter().for_each(|t| {
+        let s0 = t * step;
+        let part = step.min(len - s0);
+        let out = out;
+        if by_cols {
+            blocked(m, part, k, a, b.skip(s0, false), out.0.add(s0), ldc, accumulate, epi.skip(0, s0));
+        } else {
+            blocked(part, n, k, a.skip(s0, true), b, out.0.add(s0 * ldc), ldc, accumulate, epi.skip(s0, 0));
+        }
+    });
+}
+
+/// One thread: the three blocking loops around the register kernel.
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut f32, ldc: usize, accumulate: bool, epi: Epilogue) {
+    if k == 0 {
+        // No products: C keeps its value (or is zero), then the epilogue.
+        for i in 0..m {
+            let row = std::slice::from_raw_parts_mut(c.add(i * ldc), n);
+            if !accumulate {
+                row.fill(0.0);
+            }
+            for (j, v) in row.iter_mut().enumerate() {
+                *v += epi.row_bias.map_or(0.0, |b| b[i]) + epi.col_bias.map_or(0.0, |b| b[j]);
+                if let Some((lo, hi)) = epi.clamp {
+                    *v = v.max(lo).min(hi);
+                }
+            }
+        }
+        return;
+    }
+    PACK.with(|cell| {
+        let mut bufs = cell.borrow_mut();
+        let (pa, pb) = &mut *bufs;
+        let need_a = if matches!(a, Operand::Strided(_)) { m.next_multiple_of(MR).min(MC) * KC } else { 0 };
+        let need_b = if matches!(b, Operand::Strided(_)) { n.next_multiple_of(NR).min(NC) * KC } else { 0 };
+        if pa.len() < need_a {
+            pa.resize(need_a, 0.0);
+        }
+        if pb.len() < need_b {
+            pb.resize(need_b, 0.0);
+        }
+        let (lo, hi) = epi.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let bblock: &[f32] = match b {
+                    Operand::Strided(s) => {
+                        let pb = &mut pb[..nc.next_multiple_of(NR) * kc];
+                        pack_b(s.offset(pc, jc), kc, nc, pb);
+                        pb
+                    }
+                    Operand::Packed(p) => &p.data[p.ld * pc + (p.off + jc) * kc..],
+                };
+                let last = pc + kc == k;
+                let add = accumulate || pc > 0;
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    let ablock: &[f32] = match a {
+                        Operand::Strided(s) => {
+                            let pa = &mut pa[..mc.next_multiple_of(MR) * kc];
+                            pack_a(s.offset(ic, pc), mc, kc, pa);
+                            pa
+                        }
+                        Operand::Packed(p) => &p.data[p.ld * pc + (p.off + ic) * kc..],
+                    };
+                    for jr in (0..nc).step_by(NR) {
+                        let nr = NR.min(nc - jr);
+                        let bp = bblock.as_ptr().add(jr * kc);
+                        let col_bias = match epi.col_bias {
+                            Some(bias) if last => bias.as_ptr().add(jc + jr),
+                            _ => std::ptr::null(),
+                        };
+                        for ir in (0..mc).step_by(MR) {
+                            let mr = MR.min(mc - ir);
+                            let ap = ablock.as_ptr().add(ir * kc);
+                            let cp = c.add((ic + ir) * ldc + jc + jr);
+                            let tile_epi = avx512::TileEpi {
+                                row_bias: match epi.row_bias {
+                                    Some(bias) if last => bias.as_ptr().add(ic + ir),
+                                    _ => std::ptr::null(),
+                                },
+                                col_bias,
+                                clamp: last && epi.clamp.is_some(),
+                                lo,
+                                hi,
+                            };
+                            avx512::tile(kc, ap, bp, cp, ldc, mr, nr, add, &tile_epi);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Packs an [mc, kc] block of A as MR-row micro-panels, k-major inside each
+/// (the kernel reads MR consecutive values per k step); short panels are
+/// zero-padded.
+unsafe fn pack_a(a: Mat, mc: usize, kc: usize, dst: &mut [f32]) {
+    for (p, panel) in dst.chunks_exact_mut(MR * kc).enumerate() {
+        let i0 = p * MR;
+        let rows = MR.min(mc - i0);
+        if a.cs == 1 && rows == MR {
+            for i in 0..MR {
+                let src = a.ptr.offset((i0 + i) as isize * a.rs);
+                for kk in 0..kc {
+                    *panel.get_unchecked_mut(kk * MR + i) = *src.add(kk);
+                }
+            }
+        } else {
+            for kk in 0..kc {
+                for i in 0..MR {
+                    panel[kk * MR + i] = if i < rows { a.at(i0 + i, kk) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Packs a [kc, nc] block of B as NR-column micro-panels, k-major inside
+/// each; short panels are zero-padded.
+unsafe fn pack_b(b: Mat, kc: usize, nc: usize, dst: &mut [f32]) {
+    for (p, panel) in dst.chunks_exact_mut(NR * kc).enumerate() {
+        let j0 = p * NR;
+        let cols = NR.min(nc - j0);
+        if b.cs == 1 {
+            for kk in 0..kc {
+                let src = std::slice::from_raw_parts(b.ptr.offset(kk as isize * b.rs + j0 as isize), cols);
+                let row = &mut panel[kk * NR..(kk + 1) * NR];
+                row[..cols].copy_from_slice(src);
+                row[cols..].fill(0.0);
+            }
+        } else {
+            for j in 0..NR {
+                for kk in 0..kc {
+                    panel[kk * NR + j] = if j < cols { b.at(kk, j0 + j) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Without AVX-512: the `gemm` crate, which dispatches on the CPU itself,
+/// then the epilogue as a pass over C.
+#[allow(clippy::too_many_arguments)]
+unsafe fn fallback(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut f32, ldc: usize, accumulate: bool, epi: Epilogue, parallel: bool) {
+    let (Operand::Strided(a), Operand::Strided(b)) = (a, b) else {
+        unreachable!("operands are only packed ahead of time when the AVX-512 kernel runs")
+    };
+    let par = if parallel && m * n * k >= PAR_WORK { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    if k > 0 {
+        gemm::gemm(m, n, k, c, 1, ldc as isize, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, if accumulate { 1.0 } else { 0.0 }, 1.0, false, false, false, par);
+    }
+    // The k == 0 path of `blocked` clears (unless accumulating) and applies the epilogue.
+    blocked(m, n, 0, Operand::Strided(a), Operand::Strided(b), c, ldc, accumulate || k > 0, epi);
+}
+
+/// Whether constant operands should be pre-packed on this machine.
+pub(crate) fn packs_constants() -> bool {
+    has_avx512()
+}
+
+#[cfg(test)]
+mod tests;

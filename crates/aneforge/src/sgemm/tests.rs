@@ -1,0 +1,189 @@
+use super::*;
+
+/// Reference product in f64, from the same strided description.
+fn naive(m: usize, n: usize, k: usize, a: &[f32], a_t: bool, b: &[f32], b_t: bool) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f64;
+            for p in 0..k {
+                let av = if a_t { a[p * m + i] } else { a[i * k + p] };
+                let bv = if b_t { b[j * k + p] } else { b[p * n + j] };
+                s += av as f64 * bv as f64;
+            }
+            c[i * n + j] = s as f32;
+        }
+    }
+    c
+}
+
+fn data(len: usize, seed: u32) -> Vec<f32> {
+    // A small LCG: deterministic, no rand dependency.
+    let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+            (x >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Default)]
+struct Case {
+    a_t: bool,
+    b_t: bool,
+    accumulate: bool,
+    parallel: bool,
+    pack_a: bool,
+    pack_b: bool,
+    row_bias: bool,
+    col_bias: bool,
+    relu: bool,
+}
+
+fn check(m: usize, n: usize, k: usize, case: Case) {
+    let Case { a_t, b_t, accumulate, parallel, .. } = case;
+    let a = data(m * k, 1);
+    let b = data(k * n, 2);
+    let init = data(m * n, 3);
+    let rb = data(m, 4);
+    let cb = data(n, 5);
+    let mut want = naive(m, n, k, &a, a_t, &b, b_t);
+    for i in 0..m {
+        for j in 0..n {
+            let w = &mut want[i * n + j];
+            if accumulate {
+                *w += init[i * n + j];
+            }
+            if case.row_bias {
+                *w += rb[i];
+            }
+            if case.col_bias {
+                *w += cb[j];
+            }
+            if case.relu {
+                *w = w.max(0.0);
+            }
+        }
+    }
+    // A wider C row stride than n checks that ldc is honoured.
+    let ldc = n + 3;
+    let mut c = vec![7.0f32; m * ldc];
+    for i in 0..m {
+        c[i * ldc..i * ldc + n].copy_from_slice(&init[i * n..(i + 1) * n]);
+    }
+    let am = if a_t { Mat::cols(&a, m) } else { Mat::rows(&a, k) };
+    let bm = if b_t { Mat::cols(&b, k) } else { Mat::rows(&b, n) };
+    let (packed_a, packed_b);
+    let lhs = if case.pack_a && packs_constants() && !a_t {
+        packed_a = pack_lhs(&a, m, k);
+        Operand::packed_lhs(&packed_a, m)
+    } else {
+        Operand::Strided(am)
+    };
+    let rhs = if case.pack_b && packs_constants() {
+        packed_b = pack_rhs(bm, k, n);
+        Operand::packed_rhs(&packed_b, n)
+    } else {
+        Operand::Strided(bm)
+    };
+    let epi = Epilogue {
+        row_bias: case.row_bias.then_some(&rb[..]),
+        col_bias: case.col_bias.then_some(&cb[..]),
+        clamp: case.relu.then_some((0.0, f32::INFINITY)),
+    };
+    unsafe { sgemm(m, n, k, lhs, rhs, c.as_mut_ptr(), ldc, accumulate, epi, parallel) };
+    for i in 0..m {
+        for j in 0..n {
+            let (got, w) = (c[i * ldc + j], want[i * n + j]);
+            assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f32).sqrt().max(1.0), "[{m}x{n}x{k} a_t={a_t} b_t={b_t}] C[{i},{j}] = {got}, want {w}");
+        }
+        assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == 7.0), "wrote past column {n} in row {i}");
+    }
+}
+
+#[test]
+fn matches_naive_product_on_edge_shapes() {
+    for &(m, n, k) in &[(1, 1, 1), (12, 32, 7), (13, 33, 300), (5, 70, 513), (64, 100, 576), (150, 40, 9), (25, 1030, 20)] {
+        for a_t in [false, true] {
+            for b_t in [false, true] {
+                check(m, n, k, Case { a_t, b_t, ..Case::default() });
+            }
+        }
+        check(m, n, k, Case { accumulate: true, ..Case::default() });
+    }
+}
+
+#[test]
+fn parallel_split_by_rows_and_columns_agrees() {
+    check(200, 40, 100, Case { parallel: true, row_bias: true, ..Case::default() }); // few columns: row stripes
+    check(64, 784, 200, Case { parallel: true, accumulate: true, col_bias: true, ..Case::default() }); // column stripes
+    check(197, 768, 64, Case { parallel: true, a_t: true, b_t: true, ..Case::default() });
+}
+
+#[test]
+fn prepacked_operands_agree() {
+    for parallel in [false, true] {
+        check(64, 500, 600, Case { parallel, pack_a: true, ..Case::default() });
+        check(13, 45, 257, Case { parallel, accumulate: true, pack_a: true, pack_b: true, ..Case::default() });
+        check(150, 20, 30, Case { parallel, pack_a: true, ..Case::default() }); // row stripes of a packed A
+        check(197, 300, 520, Case { parallel, pack_b: true, b_t: true, col_bias: true, ..Case::default() });
+        check(30, 1100, 300, Case { parallel, pack_b: true, ..Case::default() }); // several NC blocks
+    }
+}
+
+#[test]
+fn epilogue_adds_biases_then_clamps_once() {
+    // k > KC: the epilogue must run after the last K block only.
+    check(30, 70, 600, Case { row_bias: true, col_bias: true, relu: true, ..Case::default() });
+    check(30, 70, 600, Case { accumulate: true, row_bias: true, relu: true, pack_a: true, ..Case::default() });
+}
+
+#[test]
+fn zero_depth_clears_or_keeps() {
+    check(5, 6, 0, Case::default());
+    check(5, 6, 0, Case { accumulate: true, row_bias: true, relu: true, ..Case::default() });
+}
+
+/// GFLOP/s of this kernel against the `gemm` crate on the shapes the sim
+/// meets: `cargo test --release -p aneforge --lib sgemm::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    let shapes = [(64, 3136, 576, "3x3 conv im2col"), (64, 784, 64, "winograd 64ch"), (256, 196, 256, "1x1 conv"), (197, 768, 768, "linear"), (197, 3072, 768, "mlp up"), (512, 49, 4608, "late 3x3 conv")];
+    for &(m, n, k, what) in &shapes {
+        let a = data(m * k, 1);
+        let b = data(k * n, 2);
+        let mut c = vec![0.0f32; m * n];
+        let flops = 2.0 * (m * n * k) as f64;
+        for parallel in [false, true] {
+            let time = |f: &mut dyn FnMut()| {
+                for _ in 0..3 {
+                    f();
+                }
+                let mut best = f64::MAX;
+                for _ in 0..20 {
+                    let t = std::time::Instant::now();
+                    f();
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                best
+            };
+            let (am, bm) = (Operand::Strided(Mat::rows(&a, k)), Operand::Strided(Mat::rows(&b, n)));
+            let ours = time(&mut || unsafe { sgemm(m, n, k, am, bm, c.as_mut_ptr(), n, false, Epilogue::default(), parallel) });
+            let packed = pack_lhs(&a, m, k);
+            let pa = Operand::packed_lhs(&packed, m);
+            let pre = time(&mut || unsafe { sgemm(m, n, k, pa, bm, c.as_mut_ptr(), n, false, Epilogue::default(), parallel) });
+            let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+            let theirs = time(&mut || unsafe {
+                gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0, false, false, false, par)
+            });
+            println!(
+                "{what:>16} {m}x{n}x{k} par={parallel:<5}  ours {:6.1}  prepacked {:6.1}  gemm crate {:6.1} GFLOP/s",
+                flops / ours / 1e9,
+                flops / pre / 1e9,
+                flops / theirs / 1e9
+            );
+        }
+    }
+}
