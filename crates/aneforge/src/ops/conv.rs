@@ -128,12 +128,18 @@ impl OpDef for Conv {
         if self.is_depthwise(c, o) {
             depthwise(x, w.data, out, [oh, ow], &self.window);
         } else if self.groups == 1 && super::winograd::applies(c, o, oh, ow) && self.is_3x3_s1() {
+            let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
+            let finish = super::winograd::Finish { bias: self.bias.then(|| ins[2].data), clamp };
             for b in 0..n {
                 let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
                 let dst = &mut out[b * o * plane..(b + 1) * o * plane];
                 let pad = [self.window.pad[0], self.window.pad[1]];
-                super::winograd::conv3x3(xin, c, h, wd, w.data, prepared, o, pad, dst, oh, ow, scratch);
+                super::winograd::conv3x3(xin, c, h, wd, w.data, prepared, o, pad, dst, oh, ow, finish, scratch);
             }
+            if let Some(act) = self.act.filter(|_| clamp.is_none()) {
+                act.apply_in_place(out, ctx.ieee);
+            }
+            return;
         } else {
             let parallel = og * plane * kk >= 1 << 17;
             let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));

@@ -79,3 +79,29 @@ pub(super) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, 
 pub(super) unsafe fn tile(_: usize, _: *const f32, _: *const f32, _: *mut f32, _: usize, _: usize, _: usize, _: bool, _: &TileEpi) {
     unreachable!("the AVX-512 kernel is only dispatched on x86-64")
 }
+
+/// One NR-column micro-panel of a row-major B: `kc` rows of `cols` (≤ NR)
+/// floats at stride `rs`, zero-padded to NR. Two vector moves per row; a
+/// `copy_from_slice` here costs a libc call per 128 bytes.
+///
+/// # Safety
+/// AVX-512F is available; `src` addresses kc rows of `cols` floats at
+/// stride `rs`; `dst` holds kc·NR floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn pack_b_panel(src: *const f32, rs: isize, kc: usize, cols: usize, dst: &mut [f32]) {
+    debug_assert!(dst.len() >= kc * NR && cols <= NR);
+    let (m0, m1): (__mmask16, __mmask16) = if cols >= NR {
+        (0xffff, 0xffff)
+    } else if cols > 16 {
+        (0xffff, ((1u32 << (cols - 16)) - 1) as u16)
+    } else {
+        (((1u32 << cols) - 1) as u16, 0)
+    };
+    let d = dst.as_mut_ptr();
+    for kk in 0..kc {
+        let s = src.offset(kk as isize * rs);
+        _mm512_storeu_ps(d.add(kk * NR), _mm512_maskz_loadu_ps(m0, s));
+        _mm512_storeu_ps(d.add(kk * NR + 16), _mm512_maskz_loadu_ps(m1, s.wrapping_add(16)));
+    }
+}

@@ -150,7 +150,7 @@ thread_local! {
 }
 
 /// Whether the AVX-512 kernel can run here (checked once by std).
-fn has_avx512() -> bool {
+pub(crate) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -315,6 +315,11 @@ unsafe fn pack_b(b: Mat, kc: usize, nc: usize, dst: &mut [f32]) {
     for (p, panel) in dst.chunks_exact_mut(NR * kc).enumerate() {
         let j0 = p * NR;
         let cols = NR.min(nc - j0);
+        #[cfg(target_arch = "x86_64")]
+        if b.cs == 1 && has_avx512() {
+            avx512::pack_b_panel(b.ptr.offset(j0 as isize), b.rs, kc, cols, panel);
+            continue;
+        }
         if b.cs == 1 {
             for kk in 0..kc {
                 let src = std::slice::from_raw_parts(b.ptr.offset(kk as isize * b.rs + j0 as isize), cols);
