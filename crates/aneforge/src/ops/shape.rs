@@ -4,7 +4,7 @@
 
 use super::{Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
-use crate::fact::{Dims, Fact, broadcast_shapes, fmt_shape, norm_axis, strides_of, strides_small};
+use crate::fact::{Dims, Fact, broadcast_shapes, fmt_shape, norm_axis, strides_small};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -278,7 +278,12 @@ impl OpDef for Tile {
         Ok(Fact::new(shape, x.dtype))
     }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
-        map_index(ins[0], out, out_shape, |ax, i| Some(i % ins[0].shape[ax]));
+        let shape = ins[0].shape;
+        map_rows(ins[0], out, out_shape, 0.0, |ax, i| Some(i % shape[ax]), |src, o| {
+            for rep in o.chunks_exact_mut(src.len()) {
+                rep.copy_from_slice(src);
+            }
+        });
     }
     fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
         movement_cost()
@@ -325,7 +330,7 @@ impl OpDef for Pad {
         let pads = &self.pads;
         let mode = self.mode;
         let fill = if let PadMode::Constant(v) = mode { v } else { 0.0 };
-        map_index_fill(ins[0], out, out_shape, fill, |ax, i| {
+        let source = |ax: usize, i: usize| {
             let (b, n) = (pads[ax].0 as isize, shape[ax] as isize);
             let j = i as isize - b;
             if (0..n).contains(&j) {
@@ -336,6 +341,14 @@ impl OpDef for Pad {
                 PadMode::Replicate => Some(j.clamp(0, n - 1) as usize),
                 PadMode::Reflect => Some(if j < 0 { -j } else { 2 * (n - 1) - j } as usize),
             }
+        };
+        let last = shape.len().saturating_sub(1);
+        map_rows(ins[0], out, out_shape, fill, source, |src, o| {
+            let (b, n) = (pads[last].0, src.len());
+            o[b..b + n].copy_from_slice(src);
+            for j in (0..b).chain(b + n..o.len()) {
+                o[j] = source(last, j).map_or(fill, |i| src[i]);
+            }
         });
     }
     fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
@@ -343,22 +356,31 @@ impl OpDef for Pad {
     }
 }
 
-fn map_index(x: View, out: &mut [f32], out_shape: &[usize], f: impl Fn(usize, usize) -> Option<usize> + Sync) {
-    map_index_fill(x, out, out_shape, 0.0, f)
-}
-
-/// out[idx] = x[f(ax, idx_ax) for each axis], or `fill` where f says None.
-fn map_index_fill(x: View, out: &mut [f32], out_shape: &[usize], fill: f32, f: impl Fn(usize, usize) -> Option<usize> + Sync) {
-    let st = strides_of(x.shape);
+/// The walk behind pad and tile, whose output index on each axis comes
+/// from one source index on the same axis (`source(ax, i)`, None: the row
+/// is `fill`). Only the outer axes go through `source`, once per row; `row`
+/// writes a whole output row from its source row, so the bulk of the work
+/// is slice copies rather than an index lookup per element.
+fn map_rows(
+    x: View,
+    out: &mut [f32],
+    out_shape: &[usize],
+    fill: f32,
+    source: impl Fn(usize, usize) -> Option<usize> + Sync,
+    row: impl Fn(&[f32], &mut [f32]) + Sync,
+) {
     let r = out_shape.len();
-    let inner = out_shape[r - 1];
-    // Per-axis lookup tables: one small allocation per call for these rare ops.
-    let tables: Vec<Vec<Option<usize>>> = (0..r).map(|ax| (0..out_shape[ax]).map(|i| f(ax, i)).collect()).collect();
-    out.par_chunks_mut(inner).enumerate().for_each(|(ri, o)| {
+    if r == 0 {
+        out[0] = x.data[0];
+        return;
+    }
+    let st = strides_small(x.shape);
+    let (inner, src_inner) = (out_shape[r - 1], x.shape[r - 1]);
+    let one = |ri: usize, o: &mut [f32]| {
         let mut off = 0usize;
         let mut rem = ri;
         for k in (0..r - 1).rev() {
-            match tables[k][rem % out_shape[k]] {
+            match source(k, rem % out_shape[k]) {
                 Some(j) => off += j * st[k],
                 None => {
                     o.fill(fill);
@@ -367,13 +389,13 @@ fn map_index_fill(x: View, out: &mut [f32], out_shape: &[usize], fill: f32, f: i
             }
             rem /= out_shape[k];
         }
-        for (j, d) in o.iter_mut().enumerate() {
-            *d = match tables[r - 1][j] {
-                Some(i) => x.data[off + i * st[r - 1]],
-                None => fill,
-            };
-        }
-    });
+        row(&x.data[off..off + src_inner], o);
+    };
+    if out.len() >= 1 << 16 && out.len() / inner > 1 {
+        out.par_chunks_mut(inner).enumerate().for_each(|(ri, o)| one(ri, o));
+    } else {
+        out.chunks_mut(inner).enumerate().for_each(|(ri, o)| one(ri, o));
+    }
 }
 
 /// Gather along one axis with indices fixed at build time.
