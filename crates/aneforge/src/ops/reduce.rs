@@ -7,7 +7,7 @@
 
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::Result;
-use crate::fact::{fmt_shape, norm_axes, norm_axis, strides_of, Fact};
+use crate::fact::{fmt_shape, norm_axes, norm_axis, strides_small, Dims, Fact};
 use crate::numerics::{round_f16, round_f16_fast};
 use rayon::prelude::*;
 
@@ -307,17 +307,14 @@ fn reduce_columns(kind: ReduceKind, x: &[f32], out: &mut [f32], outer: usize, n:
 impl Reduce {
     /// Any axes (non-contiguous sets): walk each output's reduced elements.
     fn eval_general(&self, x: View, out: &mut [f32], ctx: &EvalCtx) {
-        let st = strides_of(x.shape);
-        let (mut kdims, mut kstr, mut rdims, mut rstr) = (vec![], vec![], vec![], vec![]);
-        for (i, &d) in x.shape.iter().enumerate() {
-            if self.axes.contains(&i) {
-                rdims.push(d);
-                rstr.push(st[i]);
-            } else {
-                kdims.push(d);
-                kstr.push(st[i]);
-            }
-        }
+        let st = strides_small(x.shape);
+        let r = x.shape.len();
+        let kept = |i: &usize| !self.axes.contains(i);
+        let reduced = |i: &usize| self.axes.contains(i);
+        let kdims: Dims<usize> = (0..r).filter(kept).map(|i| x.shape[i]).collect();
+        let kstr: Dims<usize> = (0..r).filter(kept).map(|i| st[i]).collect();
+        let rdims: Dims<usize> = (0..r).filter(reduced).map(|i| x.shape[i]).collect();
+        let rstr: Dims<usize> = (0..r).filter(reduced).map(|i| st[i]).collect();
         let n: usize = rdims.iter().product();
         let f = Fold::new(self.kind, ctx);
         let one = |o: usize| -> f32 {
