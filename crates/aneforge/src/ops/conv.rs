@@ -450,7 +450,14 @@ impl OpDef for ConvWeightGrad {
         }
         Ok(Fact::new(vec![o, c / g, self.window.kernel[0], self.window.kernel[1]], dy.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    /// Per thread (at most one per sample): a private dW and the unfolded
+    /// columns of one sample.
+    fn scratch_len(&self, ins: &[&Fact], out: &Fact) -> usize {
+        let (n, plane) = (ins[1].shape[0], ins[1].shape[2] * ins[1].shape[3]);
+        let (o, kk) = (out.shape[0], out.numel() / out.shape[0]);
+        n.min(rayon::current_num_threads().max(1)) * (o * kk + kk * plane)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], scratch: &mut Vec<f32>, _: &EvalCtx) {
         let (x, dy) = (ins[0], ins[1]);
         let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
         let [o, oh, ow] = [dy.shape[1], dy.shape[2], dy.shape[3]];
@@ -463,17 +470,22 @@ impl OpDef for ConvWeightGrad {
         // batch and accumulates a private dW with single-threaded GEMMs
         // (per-sample GEMMs are too small to split), then the partial sums
         // are added. The batch is the parallel axis of a weight gradient.
-        let chunks = n.min(rayon::current_num_threads().max(1));
+        // The thread count was fixed when the scratch was sized; a pool
+        // that has grown since gets no more chunks than the scratch holds.
+        let each = o * kk + kk * plane;
+        let chunks = n.min(rayon::current_num_threads()).min(scratch.len() / each).max(1);
         let per = n.div_ceil(chunks);
-        let partial: Vec<Vec<f32>> = (0..chunks)
-            .into_par_iter()
-            .map(|t| {
-                let mut acc = vec![0.0f32; o * kk];
-                let mut cols = vec![0.0f32; kk * plane];
+        let partial = &mut scratch[..chunks * each];
+        partial
+            .par_chunks_mut(each)
+            .enumerate()
+            .for_each(|(t, buf)| {
+                let (acc, cols) = buf.split_at_mut(o * kk);
+                acc.fill(0.0);
                 for b in t * per..((t + 1) * per).min(n) {
                     for gi in 0..g {
                         let xin = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
-                        im2col_serial(xin, [h, wd], [oh, ow], &win, &mut cols);
+                        im2col_serial(xin, [h, wd], [oh, ow], &win, cols);
                         let gy = &dy.data[(b * o + gi * og) * plane..(b * o + (gi + 1) * og) * plane];
                         let dst = &mut acc[gi * og * kk..(gi + 1) * og * kk];
                         // SAFETY: gy is [og, plane], cols is [kk, plane] (read as
@@ -486,12 +498,10 @@ impl OpDef for ConvWeightGrad {
                         }
                     }
                 }
-                acc
-            })
-            .collect();
+            });
         out.fill(0.0);
-        for p in &partial {
-            for (d, &v) in out.iter_mut().zip(p) {
+        for p in partial.chunks(each) {
+            for (d, &v) in out.iter_mut().zip(&p[..o * kk]) {
                 *d += v;
             }
         }
