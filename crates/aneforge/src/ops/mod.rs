@@ -34,10 +34,6 @@ pub struct View<'a> {
     pub shape: &'a [usize],
 }
 
-impl View<'_> {
-    pub const EMPTY: View<'static> = View { data: &[], shape: &[] };
-}
-
 /// How a kernel should compute (set once per compiled program).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalCtx {

@@ -70,6 +70,10 @@ pub struct SimProgram {
 pub struct SimState {
     slots: Vec<Vec<f32>>,
     scratch: Vec<f32>,
+    /// Room for the widest step's input views. Views borrow the slots, so
+    /// they cannot outlive a step; between steps this holds no view, only
+    /// the capacity (see [`with_views`]).
+    views: Vec<View<'static>>,
 }
 
 /// Host memory the sim may plan for one program (bytes).
@@ -286,8 +290,12 @@ impl SimProgram {
     /// Allocates the buffers for one instance; resident parameters start
     /// from the values their parameter objects hold now.
     pub fn new_state(&self) -> SimState {
-        let mut st =
-            SimState { slots: self.slot_sizes.iter().map(|&s| vec![0.0; s]).collect(), scratch: vec![0.0; self.scratch] };
+        let widest = self.steps.iter().map(|s| s.ins.len()).max().unwrap_or(0);
+        let mut st = SimState {
+            slots: self.slot_sizes.iter().map(|&s| vec![0.0; s]).collect(),
+            scratch: vec![0.0; self.scratch],
+            views: Vec::with_capacity(widest),
+        };
         for k in 0..self.state.len() {
             let v = self.state[k].param.values();
             self.set_state(&mut st, k, &v);
@@ -336,6 +344,16 @@ impl SimProgram {
 
     /// Runs every step. Inputs must already be in place (`input_mut`).
     pub fn run(&self, st: &mut SimState) {
+        // The whole run goes to the thread pool at once (a scope's body runs
+        // on a worker): every parallel kernel is then a cheap fork inside
+        // the pool rather than a hand-off from a foreign thread, which
+        // blocks the caller on a latch and pushes a job onto rayon's shared
+        // queue, whose blocks are heap-allocated. One hand-off per run
+        // instead of one per kernel: faster, and nearly allocation-free.
+        rayon::scope(|_| self.run_steps(st))
+    }
+
+    fn run_steps(&self, st: &mut SimState) {
         let profile = profiling();
         for step in &self.steps {
             let t0 = profile.then(std::time::Instant::now);
@@ -343,25 +361,12 @@ impl SimProgram {
             let n: usize = step.out_shape.iter().product();
             {
                 let (slots, scratch) = (&st.slots, &mut st.scratch);
-                // Kernel argument lists are short: keep them on the stack.
-                const MAX: usize = 16;
-                let mut arr = [View::EMPTY; MAX];
-                let spill: Vec<View>;
-                let views: &[View] = if step.ins.len() <= MAX {
-                    for (k, (&l, shape)) in step.ins.iter().zip(&step.in_shapes).enumerate() {
-                        arr[k] = View { data: self.read(slots, l, shape.iter().product()), shape };
+                with_views(&mut st.views, |views| {
+                    for (&l, shape) in step.ins.iter().zip(&step.in_shapes) {
+                        views.push(View { data: self.read(slots, l, shape.iter().product()), shape });
                     }
-                    &arr[..step.ins.len()]
-                } else {
-                    spill = step
-                        .ins
-                        .iter()
-                        .zip(&step.in_shapes)
-                        .map(|(&l, shape)| View { data: self.read(slots, l, shape.iter().product()), shape })
-                        .collect();
-                    &spill
-                };
-                step.op.eval(views, &mut out[..n], &step.out_shape, scratch, &self.ctx);
+                    step.op.eval(views, &mut out[..n], &step.out_shape, scratch, &self.ctx);
+                });
             }
             if step.round {
                 round_f16_slice(&mut out[..n]);
@@ -393,6 +398,24 @@ impl SimProgram {
     pub fn planned_bytes(&self) -> usize {
         (self.slot_sizes.iter().sum::<usize>() + self.scratch) * 4
     }
+}
+
+/// Lends `buf`'s allocation to `f` as an empty list of views of any
+/// lifetime, and takes it back empty: a kernel's argument list then costs
+/// no allocation, however many inputs the step has.
+fn with_views<'a>(buf: &mut Vec<View<'static>>, f: impl FnOnce(&mut Vec<View<'a>>)) {
+    let mut lent = {
+        let mut v = std::mem::ManuallyDrop::new(std::mem::take(buf));
+        // SAFETY: View<'static> and View<'a> differ only in lifetime, so
+        // they have one layout, and the vector is empty: no view is ever
+        // read at a lifetime it was not made with.
+        unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<View<'a>>(), 0, v.capacity()) }
+    };
+    f(&mut lent);
+    lent.clear();
+    let mut v = std::mem::ManuallyDrop::new(lent);
+    // SAFETY: as above, and the views borrowed for 'a are cleared first.
+    *buf = unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<View<'static>>(), 0, v.capacity()) };
 }
 
 /// `ANEFORGE_PROFILE=1`: time every kernel the sim runs, by op name, and
