@@ -357,5 +357,21 @@ pub(crate) fn packs_constants() -> bool {
     has_avx512()
 }
 
+/// Grows this thread's packing buffers to the largest blocks any call can
+/// need. The sim does it on every pool thread when it creates a program's
+/// state: buffers grown on demand would otherwise leave any worker that
+/// happened not to run the largest GEMM while a program warmed up to
+/// allocate on some later call.
+pub(crate) fn reserve_packing() {
+    if !has_avx512() {
+        return;
+    }
+    PACK.with(|cell| {
+        let (pa, pb) = &mut *cell.borrow_mut();
+        pa.resize(pa.len().max(MC * KC), 0.0);
+        pb.resize(pb.len().max(NC * KC), 0.0);
+    });
+}
+
 #[cfg(test)]
 mod tests;

@@ -300,6 +300,10 @@ impl SimProgram {
             let v = self.state[k].param.values();
             self.set_state(&mut st, k, &v);
         }
+        // Kernels run on the pool's threads (see `run`); their per-thread
+        // GEMM buffers reach full size now rather than on whichever later
+        // call first hands a thread its largest GEMM.
+        rayon::broadcast(|_| crate::sgemm::reserve_packing());
         st
     }
 
