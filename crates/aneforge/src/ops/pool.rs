@@ -117,6 +117,10 @@ impl OpDef for Pool {
                 for (q, dst) in block.chunks_mut(oh * ow).enumerate() {
                     let p = c * per + q;
                     let src = &x.data[p * h * w..(p + 1) * h * w];
+                    if kind == PoolKind::Max && !ieee && w <= MAX_ROW {
+                        max_plane(src, [h, w], dst, [oh, ow], &win);
+                        continue;
+                    }
                     for oy in 0..oh {
                         let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
                         let y1 = (y0 + win.kernel[0] as isize).min((h + win.pad[2]) as isize);
@@ -158,6 +162,37 @@ impl OpDef for Pool {
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
         Cost {
             flops: (out.numel() * self.window.kernel[0] * self.window.kernel[1]) as f64,
+        }
+    }
+}
+
+/// Widest input row the separable max pool stages on the stack.
+const MAX_ROW: usize = 4096;
+
+/// Max pool of one plane, separably: the max down each window's rows is a
+/// contiguous, vectorised pass into a row buffer, then each output takes
+/// the max across its window of that buffer. NaN is skipped (f32::max), as
+/// the unvectorised path does outside IEEE mode.
+fn max_plane(src: &[f32], [h, w]: [usize; 2], dst: &mut [f32], [oh, ow]: [usize; 2], win: &Window) {
+    let mut buf = [f32::NEG_INFINITY; MAX_ROW];
+    let rowmax = &mut buf[..w];
+    for oy in 0..oh {
+        let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
+        let (ya, yb) = (y0.max(0) as usize, ((y0 + win.kernel[0] as isize).max(0) as usize).min(h));
+        if ya >= yb {
+            rowmax.fill(f32::NEG_INFINITY);
+        } else {
+            rowmax.copy_from_slice(&src[ya * w..(ya + 1) * w]);
+            for yy in ya + 1..yb {
+                for (a, &b) in rowmax.iter_mut().zip(&src[yy * w..(yy + 1) * w]) {
+                    *a = a.max(b);
+                }
+            }
+        }
+        for (ox, d) in dst[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
+            let x0 = (ox * win.stride[1]) as isize - win.pad[1] as isize;
+            let (xa, xb) = (x0.max(0) as usize, ((x0 + win.kernel[1] as isize).max(0) as usize).min(w));
+            *d = rowmax[xa.min(xb)..xb].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         }
     }
 }
