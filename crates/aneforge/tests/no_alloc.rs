@@ -15,9 +15,8 @@
 //!   into the pool from the caller's thread, so `SimProgram::run` makes one
 //!   such hand-off per run, and the test bounds these to one per 63 runs.
 //! * the `gemm` crate, which allocates its packing flags and buffers on
-//!   every call. `conv_weight_grad` still calls it, and `sgemm` falls back
-//!   to it on machines without AVX-512; once neither does, delete
-//!   `GEMM_CRATE` and this exemption with it.
+//!   every call. `sgemm` falls back to it on machines without AVX-512
+//!   only; on an AVX-512 machine the test requires it to be silent.
 
 use aneforge::builder::{self as b, ConvArgs, PadSpec};
 use aneforge::ops::{PadMode, ReduceKind, ResizeMode};
@@ -244,5 +243,9 @@ fn steady_state_calls_allocate_nothing() {
         );
         assert_eq!(n.ours, 0, "{what}: {CALLS} runs allocated {n:?} (ANEFORGE_ALLOC_TRACE=1 shows where)");
         assert!(n.injector <= CALLS.div_ceil(63), "{what}: more than one hand-off to rayon per run: {n:?}");
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            assert_eq!(n.gemm_crate, 0, "{what}: the gemm crate ran although sgemm's AVX-512 kernel is available: {n:?}");
+        }
     }
 }

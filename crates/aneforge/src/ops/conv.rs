@@ -8,7 +8,6 @@ use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{fmt_shape, Fact};
 use crate::sgemm::{sgemm, Epilogue, Mat, Operand};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Spatial geometry shared by conv, conv_transpose and pooling.
@@ -491,10 +490,8 @@ impl OpDef for ConvWeightGrad {
                         // SAFETY: gy is [og, plane], cols is [kk, plane] (read as
                         // its transpose [plane, kk]), dst is [og, kk]; row-major, in bounds.
                         unsafe {
-                            gemm::gemm(
-                                og, kk, plane, dst.as_mut_ptr(), 1, kk as isize, true, gy.as_ptr(), 1, plane as isize,
-                                cols.as_ptr(), plane as isize, 1, 1.0, 1.0, false, false, false, Parallelism::None,
-                            );
+                            let (a, b) = (Operand::Strided(Mat::rows(gy, plane)), Operand::Strided(Mat::cols(cols, plane)));
+                            sgemm(og, kk, plane, a, b, dst.as_mut_ptr(), kk, true, Epilogue::default(), false);
                         }
                     }
                 }
