@@ -8,8 +8,10 @@
 //!   each with the op, shapes, the user's file:line, the first family that
 //!   supports it and a decomposition hint ([`Report`]).
 //! * [`legalize`] rewrites what it can instead of refusing (sin/cos below H15
-//!   as a polynomial, reductions over a too-long axis as tiles) and says what
-//!   it rewrote, so the compile report can show it.
+//!   as a polynomial, reductions over a too-long axis as tiles, nearest
+//!   upsampling below H14 as a repeat, a too-wide patchify conv as
+//!   space-to-depth + a 1x1 conv) and says what it rewrote, so the compile
+//!   report can show it.
 //! * [`program_cost`] / [`estimate_graph`] turn a graph into the estimator's
 //!   [`ProgramCost`] and a latency *projection*.
 //! * [`check`] is the cross-compile check: legalize + validate + estimate,

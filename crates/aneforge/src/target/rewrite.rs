@@ -21,10 +21,20 @@
 //!   every pixel repeated `s` times is reshape → broadcast → reshape, which
 //!   is exact and runs on every MIL family. Bilinear and non-integer scales
 //!   are left to the validator (with a matmul decomposition as its hint).
+//! * A "patchify" conv (stride equal to the kernel, no padding, no
+//!   dilation: ViT's 16x16/s16 stem) whose kernel is wider than the target
+//!   allows: the patches do not overlap, so cutting the input into them is
+//!   pure data movement (space-to-depth: reshape → transpose → reshape), and
+//!   the conv becomes a 1x1 conv over `C·kh·kw` channels. The channels are
+//!   laid out in OIHW's own (c, ki, kj) order, so the new weight is the old
+//!   one reshaped to `[O, C/groups·kh·kw, 1, 1]` (no data moves, and grouped
+//!   convs stay grouped); every output is the same sum of the same products.
 
 use crate::error::Result;
 use crate::graph::{Graph, Node, ValueId};
-use crate::ops::{Binary, Const, Expand, Op, Reduce, ReduceKind, Reshape, ResizeMode, Slice, Unary};
+use crate::fact::Fact;
+use crate::ops::conv::Window;
+use crate::ops::{Binary, Const, Conv, Expand, Op, Reduce, ReduceKind, Reshape, ResizeMode, Slice, Transpose, Unary};
 use crate::DType;
 use aneforge_target::{Capability, Target};
 use std::collections::HashMap;
@@ -198,6 +208,51 @@ impl Rewriter<'_> {
         Ok(Some(self.ng.push(Op::Reshape(Reshape { shape: vec![n, c, oh, ow] }), vec![e], o)?))
     }
 
+    /// A patchify conv as space-to-depth + a 1x1 conv (see the module docs).
+    /// None when the intermediate tensors would themselves break a limit
+    /// (then the original conv is validated, and refused, as written).
+    fn patchify(&mut self, i: ValueId, c: &Conv) -> Result<Option<ValueId>> {
+        let node = &self.old.nodes[i];
+        let (xid, wid) = (node.inputs[0], node.inputs[1]);
+        let &[n, ch, h, w] = &self.old.nodes[xid].fact.shape[..] else { return Ok(None) };
+        let &[o, cg, _, _] = &self.old.nodes[wid].fact.shape[..] else { return Ok(None) };
+        let [kh, kw] = c.window.kernel;
+        // floor mode: rows and columns past the last whole patch are never read
+        let (oh, ow) = (h / kh, w / kw);
+        let cols = vec![n * ch, oh, kh, ow, kw];
+        let patches = vec![n * ch, kh, kw, oh, ow];
+        let folded = vec![n, ch * kh * kw, oh, ow];
+        let fits = [&cols, &patches, &folded].iter().all(|s| {
+            let s: Vec<u64> = s.iter().map(|&d| d as u64).collect();
+            self.target.check_shape(&s, super::channel_axis(s.len())).is_empty()
+        });
+        if !fits {
+            return Ok(None);
+        }
+        let org = node.origin.clone();
+        let mut x = self.map[xid];
+        if (oh * kh, ow * kw) != (h, w) {
+            let crop = Slice { begin: vec![0; 4], len: vec![n, ch, oh * kh, ow * kw], stride: vec![1; 4] };
+            x = self.ng.push(Op::Slice(crop), vec![x], org.clone())?;
+        }
+        let x = self.ng.push(Op::Reshape(Reshape { shape: cols }), vec![x], org.clone())?;
+        let x = self.ng.push(Op::Transpose(Transpose { perm: vec![0, 2, 4, 1, 3] }), vec![x], org.clone())?;
+        let x = self.ng.push(Op::Reshape(Reshape { shape: folded }), vec![x], org.clone())?;
+        let wshape = vec![o, cg * kh * kw, 1, 1];
+        let wt = match &self.old.nodes[wid].op {
+            // a baked weight is re-declared with the new shape over the same data
+            Op::Const(k) => {
+                let k = Const { data: k.data.clone(), fact: Fact::new(wshape, k.fact.dtype) };
+                self.ng.push(Op::Const(k), vec![], self.old.nodes[wid].origin.clone())?
+            }
+            _ => self.ng.push(Op::Reshape(Reshape { shape: wshape }), vec![self.map[wid]], org.clone())?,
+        };
+        let mut ins = vec![x, wt];
+        ins.extend(node.inputs[2..].iter().map(|&j| self.map[j]));
+        let pointwise = Window { kernel: [1, 1], stride: [1, 1], pad: [0; 4], dilation: [1, 1] };
+        Ok(Some(self.ng.push(Op::Conv(Conv { window: pointwise, ..*c }), ins, org)?))
+    }
+
     /// A reduction over one too-long axis as reductions of tiles, combined.
     /// None when the reduction is not of that form (then it is validated as is).
     fn tiled_reduce(&mut self, i: ValueId, r: &Reduce) -> Result<Option<ValueId>> {
@@ -242,6 +297,13 @@ impl Rewriter<'_> {
     }
 }
 
+/// A conv whose patches do not overlap and whose kernel is too wide for
+/// `target`: what [`Rewriter::patchify`] rewrites.
+fn too_wide_patchify(c: &Conv, target: &Target) -> bool {
+    let w = &c.window;
+    w.stride == w.kernel && w.pad == [0; 4] && w.dilation == [1, 1] && !target.conv_kernel_width_ok(w.kernel[1] as u64)
+}
+
 /// Rewrites what `target` cannot run as written but native ops can express
 /// (see the module docs), returning the new graph and what was rewritten.
 /// Targets without MIL are left alone: nothing compiles for them anyway.
@@ -256,6 +318,7 @@ pub fn legalize(g: Graph, target: &Target) -> Result<(Graph, Vec<Rewrite>)> {
         Op::Unary(Unary::Sin | Unary::Cos) => !sincos_native,
         Op::Resize(r) => r.mode == ResizeMode::Nearest && !texture_native,
         Op::Reduce(r) => r.axes.iter().any(|&a| n.inputs.first().is_some_and(|&x| g.nodes[x].fact.shape[a] > max)),
+        Op::Conv(c) => too_wide_patchify(c, target),
         _ => false,
     });
     if !needs_work {
@@ -299,6 +362,26 @@ pub fn legalize(g: Graph, target: &Target) -> Result<(Graph, Vec<Rewrite>)> {
                              reshape + broadcast + reshape (exact)",
                             Capability::TextureOps.first_family(),
                             target.lower_name()
+                        ),
+                    });
+                }
+                y
+            }
+            Op::Conv(c) if too_wide_patchify(c, target) => {
+                let y = rw.patchify(i, c)?;
+                if let Some(y) = y {
+                    let [kh, kw] = c.window.kernel;
+                    let k = rw.ng.nodes[y].inputs[1];
+                    done.push(Rewrite {
+                        op: node.op.name(),
+                        origin: o.clone(),
+                        what: format!(
+                            "kernel {kh}x{kw} at stride {kh}x{kw} (non-overlapping patches) is wider than {}'s limit \
+                             of {}; computed as space-to-depth (reshape + transpose + reshape) and a 1x1 conv, the \
+                             weight reshaped to {} at compile time (same products, same sums)",
+                            target.lower_name(),
+                            target.max_conv_kernel_width,
+                            crate::fact::fmt_shape(&rw.ng.nodes[k].fact.shape)
                         ),
                     });
                 }

@@ -4,7 +4,7 @@
 use super::*;
 use crate::builder::{self as b, ConvArgs};
 use crate::error::with_origin;
-use crate::ops::{Op, ReduceKind, ResizeMode, Unary};
+use crate::ops::{Conv, Op, ReduceKind, ResizeMode, Unary};
 use crate::{compile, CompileOptions, DType, Tensor};
 use aneforge_target::breaker::{Clock, Sleeper};
 use aneforge_target::{Bound, BreakerConfig, CompileBreaker};
@@ -282,4 +282,98 @@ fn integer_nearest_upsampling_is_rewritten_below_h14_and_exact() {
     let rep = validate(&legalize(graph(&[odd]), &t("h13")).expect("l").0, &t("h13"));
     assert_eq!(rep.violations.len(), 1);
     assert_eq!(rep.violations[0].first_family.as_deref(), Some("H14"));
+}
+
+/// Valid-padding conv with stride = kernel, straight from the definition, in
+/// f64 over the (fp16) operands: the reference the rewritten graph must match.
+fn patch_conv_reference(x: &[f32], [n, c, h, w]: [usize; 4], wt: &[f32], [o, cg, kh, kw]: [usize; 4], bias: &[f32], groups: usize) -> Vec<f64> {
+    let (oh, ow) = (h / kh, w / kw);
+    let og = o / groups;
+    let mut y = vec![0.0f64; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            let g = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias[oc] as f64;
+                    for ci in 0..cg {
+                        let ic = g * cg + ci;
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                let xv = x[((b * c + ic) * h + oy * kh + ki) * w + ox * kw + kj] as f64;
+                                acc += xv * wt[((oc * cg + ci) * kh + ki) * kw + kj] as f64;
+                            }
+                        }
+                    }
+                    y[((b * o + oc) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn too_wide_patchify_convs_become_space_to_depth_and_a_1x1_conv() {
+    // (target, x shape, weight shape, groups): ViT's 16x16/s16 stem on h16
+    // (limit 15, with a width that does not divide, so the tail is cropped)
+    // and a grouped 14x14/s14 on h13 (limit 13)
+    let cases = [("h16", [2, 3, 32, 37], [5, 3, 16, 16], 1), ("h13", [1, 4, 28, 30], [6, 2, 14, 14], 2)];
+    for (name, xs, ws, groups) in cases {
+        let target = t(name);
+        let x = b::input(&xs, DType::F16, None).expect("x");
+        let wv: Vec<f32> = (0..ws.iter().product::<usize>()).map(|i| fp16((((i * 37) % 101) as f64 - 50.0) / 900.0)).collect();
+        let bv: Vec<f32> = (0..ws[0]).map(|i| fp16(0.1 * i as f64 - 0.2)).collect();
+        let w = b::constant(wv.clone(), ws.to_vec(), DType::F16).expect("w");
+        let bias = b::constant(bv.clone(), vec![ws[0]], DType::F16).expect("b");
+        let args = ConvArgs { stride: [ws[2], ws[3]], groups, ..ConvArgs::default() };
+        let y = at("vit.py:12", || b::conv(&x, &w, Some(&bias), &args)).expect("conv");
+
+        assert!(!validate(&graph(std::slice::from_ref(&y)), &target).ok(), "{name}: refused as written");
+        let (g, rw) = legalize(graph(std::slice::from_ref(&y)), &target).expect("legalize");
+        assert_eq!(rw.len(), 1, "{rw:?}");
+        let msg = rw[0].to_string();
+        assert!(msg.starts_with("conv at vit.py:12") && msg.contains("1x1 conv"), "{msg}");
+        let rep = validate(&g, &target);
+        assert!(rep.ok(), "{}", rep.error_message());
+        let convs: Vec<&Conv> = g.nodes.iter().filter_map(|n| if let Op::Conv(c) = &n.op { Some(c) } else { None }).collect();
+        assert!(convs.len() == 1 && convs[0].window.kernel == [1, 1] && convs[0].groups == groups, "{g}");
+
+        let xv: Vec<f32> = (0..xs.iter().product::<usize>()).map(|i| fp16((((i * 7919) % 1000) as f64 - 500.0) / 500.0)).collect();
+        let want = patch_conv_reference(&xv, xs, &wv, ws, &bv, groups);
+        let rewritten = run(std::slice::from_ref(&y), Some(name), &xv).expect("compiles for the target");
+        let original = run(std::slice::from_ref(&y), None, &xv).expect("the conv as written, on the sim");
+        assert_eq!(rewritten.len(), want.len());
+        for (k, (&got, &r)) in rewritten.iter().zip(&want).enumerate() {
+            // one fp16 rounding of the output, plus f32 accumulation
+            let tol = 1e-3 * r.abs().max(1.0);
+            assert!((got as f64 - r).abs() <= tol, "{name} [{k}]: {got} vs reference {r}");
+            assert!((got - original[k]).abs() as f64 <= tol, "{name} [{k}]: {got} vs the conv as written {}", original[k]);
+        }
+    }
+}
+
+#[test]
+fn patchify_rewrite_leaves_other_convs_alone() {
+    let h16 = t("h16");
+    let x = b::input(&[1, 2, 32, 32], DType::F16, None).expect("x");
+    let w16 = b::constant(vec![0.01; 2 * 2 * 16 * 16], vec![2, 2, 16, 16], DType::F16).expect("w");
+    // overlapping windows (stride 8) or padding: not space-to-depth, still refused
+    for args in [ConvArgs { stride: [8, 8], ..ConvArgs::default() }, ConvArgs { stride: [16, 16], pad: b::PadSpec::Explicit([1; 4]), ..ConvArgs::default() }] {
+        let y = b::conv(&x, &w16, None, &args).expect("conv");
+        let (g, rw) = legalize(graph(&[y]), &h16).expect("legalize");
+        assert!(rw.is_empty(), "{rw:?}");
+        assert!(!validate(&g, &h16).ok());
+    }
+    // within the limit: left as it is
+    let w4 = b::constant(vec![0.01; 2 * 2 * 4 * 4], vec![2, 2, 4, 4], DType::F16).expect("w");
+    let y = b::conv(&x, &w4, None, &ConvArgs { stride: [4, 4], ..ConvArgs::default() }).expect("conv");
+    assert!(legalize(graph(&[y]), &h16).expect("legalize").1.is_empty());
+    // a trainable weight is reshaped in the graph instead of re-declared
+    let p = b::parameter(vec![0.01; 2 * 2 * 16 * 16], vec![2, 2, 16, 16], None).expect("p");
+    let y = b::conv(&x, &p, None, &ConvArgs { stride: [16, 16], ..ConvArgs::default() }).expect("conv");
+    let (g, rw) = legalize(graph(&[y]), &h16).expect("legalize");
+    assert_eq!(rw.len(), 1);
+    assert!(validate(&g, &h16).ok());
+    assert!(g.nodes.iter().any(|n| matches!(&n.op, Op::Reshape(r) if r.shape == [2, 512, 1, 1])), "{g}");
 }

@@ -182,7 +182,9 @@ fn to_u64(shape: &[usize]) -> Vec<u64> {
 ///   parameters are weights the compiler lays out itself. A `slice` reads a
 ///   window of a longer buffer by DMA, so only its output is checked — that
 ///   is what makes tiling a too-long axis possible;
-/// * conv / conv_transpose kernel width ≤ 13 (15 from H16).
+/// * conv / conv_transpose kernel width ≤ 13 (15 from H16); a wider
+///   patchify conv (stride = kernel) has been rewritten by
+///   [`super::legalize`] before it gets here.
 ///
 /// The report's estimate is filled in (the estimator works for every
 /// target, with or without MIL).
