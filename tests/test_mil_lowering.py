@@ -248,6 +248,27 @@ def test_export_writes_package_text_and_weights(tmp_path):
     assert (tmp_path / "n.mil").read_text() == net.mil()
 
 
+def test_patch_conv_rewritten_for_a_target_exports_and_validates(oracle_python, tmp_path):  # noqa: F811
+    """ViT's 16x16/s16 stem is wider than h16's kernel limit: the target's
+    export carries the rewrite (space-to-depth + a 1x1 conv), and
+    coremltools accepts every op of it with the types we declare."""
+    rng = np.random.default_rng(4)
+    x = af.input((1, 3, 32, 48), name="x")
+    w = (rng.standard_normal((8, 3, 16, 16)) / 28).astype(np.float16)
+    net = af.compile(af.conv(x, w, np.ones(8, np.float16), stride=16), target="h16")
+    text = net.mil()
+    assert "func main<ios18>" in text and "transpose(" in text
+    assert "tensor<fp16, [8, 768, 1, 1]> weight" in text and "16, 16]> weight" not in text
+    pkg = tmp_path / "patch.mlpackage"
+    net.save_mlpackage(str(pkg), with_text=False)
+    np.savez(tmp_path / "in.npz", x=rng.standard_normal((1, 3, 32, 48)).astype(np.float16))
+    rep = run_many(oracle_python, [{"package": str(pkg), "inputs": str(tmp_path / "in.npz"),
+                                    "outputs": str(tmp_path / "out.npz")}], tmp_path)[0]
+    assert rep["valid"], rep["errors"]
+    # conv has no value inference in coremltools 9.0: validated, not evaluated
+    assert rep.get("evaluated") or rep.get("eval_error", "").split(" ")[0] in NO_VALUE_INFERENCE, rep
+
+
 def test_lowering_notes_report_quirk_rewrites():
     x = af.input((2, 16), name="x")
     y = af.layer_norm(x, eps=1e-12)

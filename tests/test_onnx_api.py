@@ -22,6 +22,17 @@ def test_reference_model_matches_onnxruntime(name, materialized, ort_reference):
             assert (top1(got) == top1(want[0])).all()
 
 
+def test_vit_compiles_for_a_target_with_its_patch_conv_rewritten(materialized, ort_reference):
+    # the 16x16/s16 patch conv is above every target's kernel-width limit
+    path = materialized("vit_b_16")
+    feeds, expected = ort_reference("vit_b_16", count=2)
+    with af.load_onnx(str(path), target="h16") as net:
+        assert net.target == "h16" and net.report.ok
+        assert len(net.report.warnings) == 1 and "1x1 conv" in net.report.warnings[0]
+        got = net(**{k: v.astype(np.float16) for k, v in feeds[0].items()}).astype(np.float32)
+        assert cosine(got, expected[0][0]) >= 0.9999
+
+
 def test_onnx_graph_returns_tensors_for_further_building(materialized):
     ins, outs = af.onnx_graph(str(materialized("resnet18")))
     assert [t.shape for t in ins] == [[1, 3, 224, 224]]

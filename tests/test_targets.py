@@ -159,6 +159,29 @@ def test_conv_kernel_width_14_is_refused_on_h13_and_accepted_on_h16():
     af.compile(y, target="h16")
 
 
+def test_patch_conv_16x16_stride_16_compiles_for_h16_and_matches_numpy():
+    # ViT's stem: wider than every target's kernel limit, so it is rewritten
+    # (space-to-depth + 1x1 conv) instead of refused
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((2, 3, 48, 40)).astype(np.float16)  # 40 = 2 patches + 8 ignored columns
+    w = (rng.standard_normal((8, 3, 16, 16)) / 28).astype(np.float16)
+    b = rng.standard_normal(8).astype(np.float16)
+    x = af.input(xs.shape)
+    y = af.conv(x, w, b, stride=16); here = line()
+    net = af.compile(y, target="h16")
+    assert net.report.ok and len(net.report.warnings) == 1
+    assert "1x1 conv" in net.report.warnings[0] and here in net.report.warnings[0]
+    # reference: the conv as a sum over kernel offsets of strided slices
+    xd, wd = xs.astype(np.float64), w.astype(np.float64)
+    want = np.broadcast_to(b.astype(np.float64)[None, :, None, None], (2, 8, 3, 2)).copy()
+    for i in range(16):
+        for j in range(16):
+            want += np.einsum("nchw,oc->nohw", xd[:, :, i:48:16, j:32:16], wd[:, :, i, j])
+    got = net(xs).astype(np.float64)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
+
+
 def test_texture_ops_start_at_h14():
     x = af.input((1, 4, 8, 8))
     y = af.resize_bilinear(x, (12, 20))
