@@ -61,6 +61,22 @@ def test_targets_lists_all_28():
     assert len(names) == 28 and "h16s" in names and "u3" in names
 
 
+@pytest.mark.parametrize("command", ["targets", "info"])
+def test_a_closed_pipe_ends_the_command_quietly(command, small_cnn):
+    # `aneforge targets | head -1`: the reader is gone before everything is
+    # written. Closing the read end before the command starts makes that
+    # deterministic (with `head` it depends on who is faster).
+    args = [command] + ([small_cnn] if command == "info" else [])
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        res = subprocess.run([aneforge_bin(), *map(str, args)], stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert "panicked" not in res.stderr, res.stderr
+    assert res.returncode == 0, res.stderr
+
+
 def test_info_lists_ops_with_support(small_cnn):
     out = cli("info", small_cnn).stdout
     for op in ("Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm"):
@@ -87,6 +103,22 @@ def test_validate_and_estimate(small_cnn):
     assert r.returncode != 0 and "did you mean" in r.stderr.lower() or "valid" in r.stderr.lower()
     out = cli("estimate", small_cnn, "--target", "h17s").stdout
     assert "projection" in out and "total" in out and "conv" in out
+
+
+def test_validate_rewrites_a_too_wide_patch_conv(tmp_path):
+    # ViT's stem (16x16, stride 16) is wider than h16's kernel limit of 15
+    w = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32) / 28
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[16, 16], strides=[16, 16])],
+        "patch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    p = tmp_path / "patch.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), p)
+    out = cli("validate", p, "--target", "h16").stdout
+    assert "compiles for h16 (1 rewrite(s))" in out and "1x1 conv" in out
 
 
 def test_validate_refuses_families_without_mil(small_cnn):

@@ -11,8 +11,18 @@ use aneforge::Tensor;
 use aneforge_onnx::{coverage_of_file, import_file, ImportOptions, Imported};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// `println!` that hands a failed write back to the caller (`?`) instead of
+/// panicking, so a reader that stops early (`aneforge targets | head -1`)
+/// ends the command quietly in `main`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
 
 #[derive(Parser)]
 #[command(name = "aneforge", version, about = "Compile tensor graphs for the Apple Neural Engine; run them anywhere on the sim")]
@@ -78,18 +88,27 @@ fn main() {
         Cmd::Run { model, inputs, repeat, save, precision } => run(&model, &inputs, repeat, save.as_deref(), &precision),
     };
     if let Err(e) = r {
+        // The reader has gone: nothing left to say and no one to say it to
+        // (what ripgrep does), not a failure of the command.
+        if is_broken_pipe(&e) {
+            std::process::exit(0);
+        }
         eprintln!("aneforge: {e:#}");
         std::process::exit(1);
     }
 }
 
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 fn targets() -> Result<()> {
-    println!(
+    outln!(
         "{:<6} {:<7} {:<5} {:>5} {:>6} {:>8} {:>8} {:>8} {:>9}  chips",
         "name", "family", "mil", "cores", "GHz", "fp16 TF", "wt GB/s", "floor µs", "SRAM MB"
     );
     for t in aneforge_target::targets() {
-        println!(
+        outln!(
             "{:<6} {:<7} {:<5} {:>5} {:>6.3} {:>8.2} {:>8.0} {:>8.0} {:>9.1}  {}",
             t.name.to_lowercase(),
             t.family,
@@ -108,21 +127,21 @@ fn targets() -> Result<()> {
 
 fn info(model: &Path) -> Result<()> {
     let c = coverage_of_file(model)?;
-    println!("{}: {} nodes, opset {}, IR {}, from {}", c.path, c.node_count, c.opset, c.ir_version, c.producer);
+    outln!("{}: {} nodes, opset {}, IR {}, from {}", c.path, c.node_count, c.opset, c.ir_version, c.producer);
     if !c.opset_supported {
-        println!("  opset {} is outside the importable range {}–{}", c.opset, aneforge_onnx::MIN_OPSET, aneforge_onnx::MAX_OPSET);
+        outln!("  opset {} is outside the importable range {}–{}", c.opset, aneforge_onnx::MIN_OPSET, aneforge_onnx::MAX_OPSET);
     }
-    println!("  {:<28} {:>6}  supported", "op", "count");
+    outln!("  {:<28} {:>6}  supported", "op", "count");
     for op in &c.ops {
         let s = if op.supported { "yes" } else { "NO" };
         let limit = op.limit.map(|l| format!("  ({l})")).unwrap_or_default();
-        println!("  {:<28} {:>6}  {s}{limit}", op.qualified_name(), op.count);
+        outln!("  {:<28} {:>6}  {s}{limit}", op.qualified_name(), op.count);
     }
     let missing = c.unsupported().count();
     if missing == 0 {
-        println!("every op is supported");
+        outln!("every op is supported");
     } else {
-        println!("{missing} op type(s) unsupported");
+        outln!("{missing} op type(s) unsupported");
     }
     Ok(())
 }
@@ -141,14 +160,14 @@ fn validate(model: &Path, target: &str) -> Result<()> {
     let g = graph_of(&load(model)?)?;
     let (_, report) = aneforge::target::check(g, &t)?;
     for w in &report.warnings {
-        println!("rewrite: {w}");
+        outln!("rewrite: {w}");
     }
     if report.ok() {
-        println!("{}: compiles for {} ({} rewrite(s))", model.display(), report.target, report.warnings.len());
+        outln!("{}: compiles for {} ({} rewrite(s))", model.display(), report.target, report.warnings.len());
         return Ok(());
     }
     for v in &report.violations {
-        println!("violation: {v}");
+        outln!("violation: {v}");
     }
     bail!("{} violation(s) for {}", report.violations.len(), report.target)
 }
@@ -162,11 +181,11 @@ fn estimate(model: &Path, target: Option<&str>, top: usize) -> Result<()> {
         ops.sort_by(|a, b| b.time_us.total_cmp(&a.time_us));
         ops.truncate(top);
     }
-    println!("{:<24} {:>12} {:>12} {:>10} {:>10}", "op", "MFLOP", "KB", "bound", "µs");
+    outln!("{:<24} {:>12} {:>12} {:>10} {:>10}", "op", "MFLOP", "KB", "bound", "µs");
     for o in ops {
-        println!("{:<24} {:>12.2} {:>12.1} {:>10} {:>10.2}", o.name, o.flops / 1e6, o.bytes / 1024.0, format!("{:?}", o.bound), o.time_us);
+        outln!("{:<24} {:>12.2} {:>12.1} {:>10} {:>10.2}", o.name, o.flops / 1e6, o.bytes / 1024.0, format!("{:?}", o.bound), o.time_us);
     }
-    println!("total {:.1} µs ({:.3} ms) on {} — {}", e.latency_us, e.latency_us / 1e3, e.target, e.label());
+    outln!("total {:.1} µs ({:.3} ms) on {} — {}", e.latency_us, e.latency_us / 1e3, e.target, e.label());
     Ok(())
 }
 
@@ -181,10 +200,10 @@ fn compile(model: &Path, target: &str, out: &Path) -> Result<()> {
     let program = aneforge::backend::mil::lower_compiled(&compiled)?;
     let package = out.join("model.mlpackage");
     program.save(&package, true)?;
-    println!("compiled for {} in {:.1} ms", target.to_lowercase(), t0.elapsed().as_secs_f64() * 1e3);
+    outln!("compiled for {} in {:.1} ms", target.to_lowercase(), t0.elapsed().as_secs_f64() * 1e3);
     for p in ["model.mil", "model.weights", "model.mlpackage"] {
         if out.join(p).exists() {
-            println!("wrote {}", out.join(p).display());
+            outln!("wrote {}", out.join(p).display());
         }
     }
     Ok(())
@@ -248,15 +267,15 @@ fn run(model: &Path, inputs: &[PathBuf], repeat: usize, save: Option<&Path>, pre
         let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
         let argmax = v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
-        println!("output {:?} {:?}: min {mn:.4} max {mx:.4} mean {mean:.4} argmax {argmax}", port.name, port.fact.shape);
+        outln!("output {:?} {:?}: min {mn:.4} max {mx:.4} mean {mean:.4} argmax {argmax}", port.name, port.fact.shape);
         if let Some(dir) = save {
             std::fs::create_dir_all(dir)?;
             let file = dir.join(format!("{}.npy", port.name.replace(['/', ':'], "_")));
             npy::write_f16(&file, &port.fact.shape, v)?;
-            println!("  saved {}", file.display());
+            outln!("  saved {}", file.display());
         }
     }
-    println!(
+    outln!(
         "sim latency: median {:.3} ms, min {:.3} ms over {} runs (compile {:.1} ms)",
         times[times.len() / 2],
         times[0],
