@@ -51,6 +51,37 @@ impl Window {
     }
 }
 
+/// The checks conv and conv_transpose make first, in this order: input
+/// count, the window itself, a float x, rank-4 x and weight
+/// (`weight_layout` names the weight's axes for the message). Returns
+/// (x, weight).
+fn conv_operands<'a>(op: &str, window: &Window, inputs: &[&'a Fact], bias: bool, weight_layout: &str) -> Result<(&'a Fact, &'a Fact)> {
+    super::expect_inputs(op, inputs, 2 + bias as usize)?;
+    window.validate(op)?;
+    let (x, w) = (inputs[0], inputs[1]);
+    expect_float(op, x, "x")?;
+    if x.rank() != 4 || w.rank() != 4 {
+        return Err(Error::shape(
+            op,
+            format!("expects x [N, C, H, W] and weight {weight_layout}, got x {} and weight {}", fmt_shape(&x.shape), fmt_shape(&w.shape)),
+        ));
+    }
+    Ok((x, w))
+}
+
+/// The checks conv and conv_transpose make last, once the channel
+/// counts are known: the weight's spatial axes are the kernel, and the
+/// bias (when there is one) has one value per output channel `o`.
+fn check_conv_weight_and_bias(op: &str, window: &Window, w: &Fact, bias: Option<&Fact>, o: usize) -> Result<()> {
+    if [w.shape[2], w.shape[3]] != window.kernel {
+        return Err(Error::shape(op, format!("weight {} does not match kernel {:?}", fmt_shape(&w.shape), window.kernel)));
+    }
+    match bias {
+        Some(b) if b.shape != [o] => Err(Error::shape(op, format!("bias must have shape [{o}], got {}", fmt_shape(&b.shape)))),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Conv {
     pub window: Window,
@@ -64,17 +95,8 @@ impl OpDef for Conv {
         "conv".into()
     }
     fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
-        super::expect_inputs("conv", inputs, 2 + self.bias as usize)?;
-        self.window.validate("conv")?;
-        let (x, w) = (inputs[0], inputs[1]);
-        expect_float("conv", x, "x")?;
+        let (x, w) = conv_operands("conv", &self.window, inputs, self.bias, "[O, C/groups, kh, kw]")?;
         expect_float("conv", w, "weight")?;
-        if x.rank() != 4 || w.rank() != 4 {
-            return Err(Error::shape(
-                "conv",
-                format!("expects x [N, C, H, W] and weight [O, C/groups, kh, kw], got x {} and weight {}", fmt_shape(&x.shape), fmt_shape(&w.shape)),
-            ));
-        }
         let g = self.groups;
         let (c, o) = (x.shape[1], w.shape[0]);
         if g == 0 || c % g != 0 || o % g != 0 {
@@ -92,12 +114,7 @@ impl OpDef for Conv {
                 ),
             ));
         }
-        if [w.shape[2], w.shape[3]] != self.window.kernel {
-            return Err(Error::shape("conv", format!("weight {} does not match kernel {:?}", fmt_shape(&w.shape), self.window.kernel)));
-        }
-        if self.bias && inputs[2].shape != [o] {
-            return Err(Error::shape("conv", format!("bias must have shape [{o}], got {}", fmt_shape(&inputs[2].shape))));
-        }
+        check_conv_weight_and_bias("conv", &self.window, w, self.bias.then(|| inputs[2]), o)?;
         let [oh, ow] = self.window.out_size("conv", x.shape[2], x.shape[3])?;
         Ok(Fact::new(vec![x.shape[0], o, oh, ow], x.dtype))
     }
@@ -328,16 +345,7 @@ impl OpDef for ConvTranspose {
         "conv_transpose".into()
     }
     fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
-        super::expect_inputs("conv_transpose", inputs, 2 + self.bias as usize)?;
-        self.window.validate("conv_transpose")?;
-        let (x, w) = (inputs[0], inputs[1]);
-        expect_float("conv_transpose", x, "x")?;
-        if x.rank() != 4 || w.rank() != 4 {
-            return Err(Error::shape(
-                "conv_transpose",
-                format!("expects x [N, C, H, W] and weight [C, O/groups, kh, kw], got {} and {}", fmt_shape(&x.shape), fmt_shape(&w.shape)),
-            ));
-        }
+        let (x, w) = conv_operands("conv_transpose", &self.window, inputs, self.bias, "[C, O/groups, kh, kw]")?;
         let g = self.groups;
         if g == 0 || x.shape[1] != w.shape[0] || x.shape[1] % g != 0 {
             return Err(Error::shape(
@@ -345,13 +353,8 @@ impl OpDef for ConvTranspose {
                 format!("x {} has {} channels; weight {} must have that many on axis 0, divisible by groups={g}", fmt_shape(&x.shape), x.shape[1], fmt_shape(&w.shape)),
             ));
         }
-        if [w.shape[2], w.shape[3]] != self.window.kernel {
-            return Err(Error::shape("conv_transpose", format!("weight {} does not match kernel {:?}", fmt_shape(&w.shape), self.window.kernel)));
-        }
         let o = w.shape[1] * g;
-        if self.bias && inputs[2].shape != [o] {
-            return Err(Error::shape("conv_transpose", format!("bias must have shape [{o}], got {}", fmt_shape(&inputs[2].shape))));
-        }
+        check_conv_weight_and_bias("conv_transpose", &self.window, w, self.bias.then(|| inputs[2]), o)?;
         let [oh, ow] = self.out_hw(x.shape[2], x.shape[3])?;
         Ok(Fact::new(vec![x.shape[0], o, oh, ow], x.dtype))
     }
