@@ -278,12 +278,20 @@ pub fn conv_transpose(
     build(py, || b::conv_transpose(&x.t, &w, bias.as_ref(), &args, op_)).map(PyTensor::new)
 }
 
-#[pyfunction]
-#[pyo3(signature = (x, kernel, stride=None, pad=None, ceil_mode=false))]
-pub fn max_pool(py: Python<'_>, x: &PyTensor, kernel: &Bound<'_, PyAny>, stride: Option<&Bound<'_, PyAny>>, pad: Option<&Bound<'_, PyAny>>, ceil_mode: bool) -> R {
+/// The shared window arguments of max_pool and avg_pool: the kernel, the
+/// stride (None, also when given as None: the builder's default, the kernel)
+/// and the padding.
+fn pool_args(kernel: &Bound<'_, PyAny>, stride: Option<&Bound<'_, PyAny>>, pad: Option<&Bound<'_, PyAny>>) -> PyResult<([usize; 2], Option<[usize; 2]>, PadSpec)> {
     let k = pair(kernel, "kernel")?;
     let s = stride.filter(|s| !s.is_none()).map(|s| pair(s, "stride")).transpose()?;
     let p = pad.map(pad_spec).transpose()?.unwrap_or(PadSpec::Explicit([0; 4]));
+    Ok((k, s, p))
+}
+
+#[pyfunction]
+#[pyo3(signature = (x, kernel, stride=None, pad=None, ceil_mode=false))]
+pub fn max_pool(py: Python<'_>, x: &PyTensor, kernel: &Bound<'_, PyAny>, stride: Option<&Bound<'_, PyAny>>, pad: Option<&Bound<'_, PyAny>>, ceil_mode: bool) -> R {
+    let (k, s, p) = pool_args(kernel, stride, pad)?;
     build(py, || b::max_pool(&x.t, k, s, &p, ceil_mode)).map(PyTensor::new)
 }
 
@@ -298,9 +306,7 @@ pub fn avg_pool(
     ceil_mode: bool,
     count_include_pad: bool,
 ) -> R {
-    let k = pair(kernel, "kernel")?;
-    let s = stride.filter(|s| !s.is_none()).map(|s| pair(s, "stride")).transpose()?;
-    let p = pad.map(pad_spec).transpose()?.unwrap_or(PadSpec::Explicit([0; 4]));
+    let (k, s, p) = pool_args(kernel, stride, pad)?;
     build(py, || b::avg_pool(&x.t, k, s, &p, ceil_mode, count_include_pad)).map(PyTensor::new)
 }
 
