@@ -206,16 +206,18 @@ impl Op {
             Op::Pool(p) => p.is_exact(),
             Op::Reduce(r) => r.is_exact(),
             Op::Cast(c) => c.to != crate::DType::F16,
-            Op::Where(_)
-            | Op::Reshape(_)
-            | Op::Transpose(_)
-            | Op::Concat(_)
-            | Op::Slice(_)
-            | Op::Tile(_)
-            | Op::Pad(_)
-            | Op::Gather(_)
-            | Op::Expand(_) => true,
-            _ => false,
+            Op::Where(_) => true,
+            _ => self.is_movement(),
         }
+    }
+
+    /// Ops that only move, copy or select elements, with no arithmetic: the
+    /// estimator prices them as data movement, and their outputs need no
+    /// new fp16 rounding.
+    pub fn is_movement(&self) -> bool {
+        matches!(
+            self,
+            Op::Reshape(_) | Op::Transpose(_) | Op::Concat(_) | Op::Slice(_) | Op::Tile(_) | Op::Pad(_) | Op::Gather(_) | Op::Expand(_)
+        )
     }
 }

@@ -38,15 +38,8 @@ pub fn op_kind(g: &Graph, n: &Node) -> OpKind {
         Op::Reduce(_) | Op::CumSum(_) => OpKind::Reduce,
         Op::Softmax(_) => OpKind::Softmax,
         Op::Norm(_) => OpKind::Norm,
-        Op::Reshape(_)
-        | Op::Transpose(_)
-        | Op::Concat(_)
-        | Op::Slice(_)
-        | Op::Tile(_)
-        | Op::Pad(_)
-        | Op::Gather(_)
-        | Op::Expand(_)
-        | Op::Resize(_) => OpKind::Movement,
+        op if op.is_movement() => OpKind::Movement,
+        Op::Resize(_) => OpKind::Movement,
         // Sources are not kernels; program_cost skips them.
         Op::Input(_) | Op::Const(_) | Op::Param(_) => OpKind::Movement,
         // Elementwise maps, and ops added later (e.g. autograd's backward
