@@ -113,17 +113,13 @@ fn port_dict<'py>(py: Python<'py>, p: &aneforge::backend::sim::Port) -> PyResult
     Ok(d)
 }
 
+/// The numpy dtype an output of dtype `d` is returned as: fp16 values come
+/// back as float32 when the program stores f32 (`precision="fp32"`).
 fn numpy_name(d: DType, fp32: bool) -> &'static str {
-    match d {
-        DType::F16 if fp32 => "float32",
-        DType::F16 => "float16",
-        DType::F32 => "float32",
-        DType::U8 => "uint8",
-        DType::I8 => "int8",
-        DType::I16 => "int16",
-        DType::U16 => "uint16",
-        DType::I32 => "int32",
-        DType::Bool => "bool",
+    if fp32 && d == DType::F16 {
+        "float32"
+    } else {
+        d.numpy_name()
     }
 }
 

@@ -36,6 +36,16 @@ impl DType {
         }
     }
 
+    /// The numpy spelling (`"float16"`, `"int8"`), which [`DType::parse`]
+    /// accepts back. Only the floats are spelled differently from [`DType::name`].
+    pub fn numpy_name(self) -> &'static str {
+        match self {
+            DType::F16 => "float16",
+            DType::F32 => "float32",
+            d => d.name(),
+        }
+    }
+
     /// Accepts the API spelling and the numpy spelling (`"float16"`, `"int8"`).
     pub fn parse(s: &str) -> Result<DType> {
         let d = match s.to_ascii_lowercase().as_str() {
@@ -97,5 +107,20 @@ impl DType {
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DType;
+
+    #[test]
+    fn both_spellings_parse_back() {
+        for d in DType::ALL {
+            assert_eq!(DType::parse(d.name()).ok(), Some(d));
+            assert_eq!(DType::parse(d.numpy_name()).ok(), Some(d));
+        }
+        assert_eq!(DType::F16.numpy_name(), "float16");
+        assert_eq!(DType::U16.numpy_name(), "uint16");
     }
 }
