@@ -84,10 +84,22 @@ impl OpDef for MatMul {
         let (a, b) = (ins[0], ins[1]);
         let (m, k, _, n) = self.dims(a.shape, b.shape);
         let r = out_shape.len();
-        let batch_shape = &out_shape[..r - 2];
-        let batches: usize = batch_shape.iter().product();
-        let sa = super::elementwise::broadcast_strides(&a.shape[..a.shape.len() - 2], batch_shape);
-        let sb = super::elementwise::broadcast_strides(&b.shape[..b.shape.len() - 2], batch_shape);
+        let mut batch_shape = &out_shape[..r - 2];
+        let mut batches: usize = batch_shape.iter().product();
+        // One B for every batch (a layer's weight) and a row-major A: the
+        // batches are just more rows of one GEMM. PyTorch's attention
+        // exports its QKV projection as [197, 1, 768] x [768, 2304]: 197
+        // one-row GEMMs otherwise.
+        let fold = batches > 1 && !self.transpose_a && b.data.len() == k * n && a.data.len() == batches * m * k;
+        let (mut a_batch, mut b_batch) = (&a.shape[..a.shape.len() - 2], &b.shape[..b.shape.len() - 2]);
+        let m = if fold {
+            (batch_shape, a_batch, b_batch) = (&[], &[], &[]);
+            std::mem::replace(&mut batches, 1) * m
+        } else {
+            m
+        };
+        let sa = super::elementwise::broadcast_strides(a_batch, batch_shape);
+        let sb = super::elementwise::broadcast_strides(b_batch, batch_shape);
         let offset = |bi: usize, strides: &[usize], mat: usize| {
             let mut rem = bi;
             let mut off = 0;
