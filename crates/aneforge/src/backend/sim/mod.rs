@@ -14,6 +14,8 @@
 //! the host feeds only the batch; [`SimProgram::state`] reads them back on
 //! demand.
 
+mod pinning;
+
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fact::{human_bytes, Fact};
@@ -304,6 +306,7 @@ impl SimProgram {
         // GEMM buffers reach full size now rather than on whichever later
         // call first hands a thread its largest GEMM.
         rayon::broadcast(|_| crate::sgemm::reserve_packing());
+        pinning::pin_workers_once();
         st
     }
 
