@@ -167,6 +167,12 @@ pub fn round_f16_slice(xs: &mut [f32]) {
     }
 }
 
+/// fp16 → f32 on the calling thread only (for kernels already running
+/// on a pool worker).
+pub fn f16_to_f32_serial(src: &[f16], dst: &mut [f32]) {
+    simd::to_f32(src, dst);
+}
+
 /// fp16 → f32 for port I/O.
 pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     if src.len() >= PAR_MIN {

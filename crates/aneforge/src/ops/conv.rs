@@ -7,7 +7,7 @@ use super::linalg::epilogue_planes;
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{fmt_shape, Fact};
-use crate::sgemm::{sgemm, Epilogue, Mat, Operand};
+use crate::sgemm::{sgemm, Epilogue, Mat, Operand, PackedData};
 use rayon::prelude::*;
 
 /// Spatial geometry shared by conv, conv_transpose and pooling.
@@ -159,7 +159,8 @@ impl OpDef for Conv {
         } else {
             let parallel = og * plane * kk >= 1 << 17;
             let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
-            let group_stride = og.next_multiple_of(crate::sgemm::MR) * kk;
+            let group_len = crate::sgemm::packed_len(og, kk);
+            let packed = prepared.map(PackedData::new);
             for b in 0..n {
                 for gi in 0..g {
                     let xin = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
@@ -170,8 +171,8 @@ impl OpDef for Conv {
                         im2col(xin, [h, wd], [oh, ow], &self.window, s);
                         s
                     };
-                    let wg = match prepared {
-                        Some(p) => Operand::packed_lhs(&p[gi * group_stride..], og),
+                    let wg = match &packed {
+                        Some(p) => Operand::packed_lhs(p, og).nth(gi, group_len),
                         None => Operand::Strided(Mat::rows(&w.data[gi * og * kk..], kk)),
                     };
                     let epi = Epilogue { row_bias: self.bias.then(|| &ins[2].data[gi * og..]), col_bias: None, clamp };
@@ -209,8 +210,7 @@ impl OpDef for Conv {
             return None;
         }
         let og = o / self.groups;
-        let kk = w.len() / o;
-        Some((0..self.groups).flat_map(|gi| crate::sgemm::pack_lhs(&w[gi * og * kk..(gi + 1) * og * kk], og, kk)).collect())
+        Some(crate::sgemm::pack_lhs_each(w, self.groups, og, w.len() / o))
     }
 }
 

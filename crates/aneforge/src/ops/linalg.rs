@@ -5,7 +5,7 @@ use super::elementwise::Unary;
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{broadcast_shapes, fmt_shape, Fact};
-use crate::sgemm::{pack_rhs, packs_constants, sgemm, Epilogue, Mat, Operand};
+use crate::sgemm::{pack_rhs, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData};
 use rayon::prelude::*;
 
 /// Flops below which a GEMM runs on one thread (threading costs more).
@@ -121,7 +121,7 @@ impl OpDef for MatMul {
             let bo = offset(bi, &sb, k * n);
             let lhs = Operand::Strided(Mat { ptr: a.data[ao..].as_ptr(), rs: a_rs, cs: a_cs });
             let rhs = match packed_b {
-                Some(p) => Operand::packed_rhs(p, n),
+                Some(p) => Operand::packed_rhs(&PackedData::new(p), n),
                 None => Operand::Strided(Mat { ptr: b.data[bo..].as_ptr(), rs: b_rs, cs: b_cs }),
             };
             // SAFETY: the offsets and strides stay inside `a`, `b` and `dst`

@@ -13,6 +13,8 @@
 
 mod avx512;
 
+use crate::numerics::f16_to_f32_serial;
+use half::f16;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -70,6 +72,22 @@ unsafe impl Sync for OutPtr {}
 /// into the layout the kernel streams, so calls passing it as
 /// [`Operand::Packed`] skip packing it.
 pub(crate) fn pack_lhs(a: &[f32], m: usize, k: usize) -> Vec<f32> {
+    maybe_half(pack_lhs_f32(a, m, k))
+}
+
+/// Packs `count` consecutive row-major [m, k] matrices of `a` (a grouped
+/// conv's weights, Winograd's 36 transformed ones) into one buffer;
+/// matrix g is `Operand::packed_lhs(..).nth(g, packed_len(m, k))`.
+pub(crate) fn pack_lhs_each(a: &[f32], count: usize, m: usize, k: usize) -> Vec<f32> {
+    maybe_half((0..count).flat_map(|g| pack_lhs_f32(&a[g * m * k..(g + 1) * m * k], m, k)).collect())
+}
+
+/// Elements of one packed [m, k] left operand.
+pub(crate) fn packed_len(m: usize, k: usize) -> usize {
+    m.next_multiple_of(MR) * k
+}
+
+fn pack_lhs_f32(a: &[f32], m: usize, k: usize) -> Vec<f32> {
     let ld = m.next_multiple_of(MR);
     let mut data = vec![0.0; ld * k];
     let src = Mat::rows(a, k);
@@ -84,6 +102,10 @@ pub(crate) fn pack_lhs(a: &[f32], m: usize, k: usize) -> Vec<f32> {
 /// Packs a [k, n] right operand (e.g. a constant linear weight; `b` gives
 /// its strides) into the layout the kernel streams.
 pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize) -> Vec<f32> {
+    maybe_half(pack_rhs_f32(b, k, n))
+}
+
+fn pack_rhs_f32(b: Mat, k: usize, n: usize) -> Vec<f32> {
     let ld = n.next_multiple_of(NR);
     let mut data = vec![0.0; ld * k];
     for pc in (0..k).step_by(KC) {
@@ -96,29 +118,48 @@ pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize) -> Vec<f32> {
 
 /// An operand packed ahead of time by [`pack_lhs`] / [`pack_rhs`]: `ld` is
 /// the padded length of its outer (m or n) dimension, `off` the first row
-/// (or column) this call uses, a multiple of MR (or NR).
+/// (or column) this call uses, a multiple of MR (or NR). `T` is f32, or
+/// fp16 for weights whose values fp16 holds exactly (half the memory
+/// traffic: a model's weights do not stay in cache between calls).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Packed<'a> {
-    data: &'a [f32],
+pub(crate) struct Packed<'a, T> {
+    data: &'a [T],
     ld: usize,
     off: usize,
+}
+
+impl<'a, T> Packed<'a, T> {
+    /// The packed block for K offset `pc` (depth `kc`), from outer index `i`.
+    fn block(&self, pc: usize, kc: usize, i: usize) -> &'a [T] {
+        &self.data[self.ld * pc + (self.off + i) * kc..]
+    }
 }
 
 /// A GEMM operand: strided in memory, or packed ahead of time.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Operand<'a> {
     Strided(Mat),
-    Packed(Packed<'a>),
+    Packed(Packed<'a, f32>),
+    PackedF16(Packed<'a, f16>),
 }
 
 impl<'a> Operand<'a> {
-    /// A [`pack_lhs`] result for `m` rows.
-    pub fn packed_lhs(data: &'a [f32], m: usize) -> Operand<'a> {
-        Operand::Packed(Packed { data, ld: m.next_multiple_of(MR), off: 0 })
+    /// A [`pack_lhs`] result for `m` rows (fp16 if [`pack_lhs`] made it so).
+    pub fn packed_lhs(p: &PackedData<'a>, m: usize) -> Operand<'a> {
+        p.operand(m.next_multiple_of(MR))
     }
     /// A [`pack_rhs`] result for `n` columns.
-    pub fn packed_rhs(data: &'a [f32], n: usize) -> Operand<'a> {
-        Operand::Packed(Packed { data, ld: n.next_multiple_of(NR), off: 0 })
+    pub fn packed_rhs(p: &PackedData<'a>, n: usize) -> Operand<'a> {
+        p.operand(n.next_multiple_of(NR))
+    }
+    /// Matrix `g` of a [`pack_lhs_each`] result whose matrices are each
+    /// [`packed_len`] elements long.
+    pub fn nth(self, g: usize, len: usize) -> Operand<'a> {
+        match self {
+            Operand::Packed(p) => Operand::Packed(Packed { data: &p.data[g * len..], ..p }),
+            Operand::PackedF16(p) => Operand::PackedF16(Packed { data: &p.data[g * len..], ..p }),
+            Operand::Strided(_) => unreachable!("only packed operands hold several matrices"),
+        }
     }
     /// The operand from outer index `i` on (row of A or column of B);
     /// `i` must be a multiple of the tile size when packed.
@@ -126,8 +167,50 @@ impl<'a> Operand<'a> {
         match self {
             Operand::Strided(s) => Operand::Strided(if lhs { s.offset(i, 0) } else { s.offset(0, i) }),
             Operand::Packed(p) => Operand::Packed(Packed { off: p.off + i, ..p }),
+            Operand::PackedF16(p) => Operand::PackedF16(Packed { off: p.off + i, ..p }),
         }
     }
+}
+
+/// A packed operand as it is stored between calls. It travels as an f32
+/// buffer (the sim keeps prepared data that way); an fp16 one holds two
+/// halves per slot, flagged by a leading marker slot.
+pub(crate) struct PackedData<'a>(&'a [f32]);
+
+/// Leading slot of an fp16-packed buffer: a NaN payload no f32 packing
+/// starts with (packed data begins with a weight, and weights are finite
+/// or the program would not pack them at all).
+const F16_MARK: u32 = 0x7fc0_0f16;
+
+impl<'a> PackedData<'a> {
+    pub fn new(data: &'a [f32]) -> PackedData<'a> {
+        PackedData(data)
+    }
+    fn operand(&self, ld: usize) -> Operand<'a> {
+        match self.0.first() {
+            Some(m) if m.to_bits() == F16_MARK => {
+                Operand::PackedF16(Packed { data: bytemuck::cast_slice(&self.0[1..]), ld, off: 0 })
+            }
+            _ => Operand::Packed(Packed { data: self.0, ld, off: 0 }),
+        }
+    }
+}
+
+/// Stores a packed buffer as fp16 when every value survives the round trip
+/// (and all are finite), else as it is.
+fn maybe_half(data: Vec<f32>) -> Vec<f32> {
+    let exact = data.iter().all(|&x| x.is_finite() && f16::from_f32(x).to_f32().to_bits() == x.to_bits());
+    if !exact {
+        return data;
+    }
+    let mut halves: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
+    if halves.len() % 2 == 1 {
+        halves.push(f16::ZERO);
+    }
+    let mut out = Vec::with_capacity(1 + halves.len() / 2);
+    out.push(f32::from_bits(F16_MARK));
+    out.extend_from_slice(bytemuck::cast_slice(&halves));
+    out
 }
 
 /// What the kernel applies to a finished tile: a bias per row or per
@@ -146,7 +229,8 @@ impl<'a> Epilogue<'a> {
 }
 
 thread_local! {
-    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Packed A block, packed B block, one B micro-panel widened from fp16.
+    static PACK: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// Whether the AVX-512 kernel can run here (checked once by std).
@@ -221,9 +305,12 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
     }
     PACK.with(|cell| {
         let mut bufs = cell.borrow_mut();
-        let (pa, pb) = &mut *bufs;
-        let need_a = if matches!(a, Operand::Strided(_)) { m.next_multiple_of(MR).min(MC) * KC } else { 0 };
+        let (pa, pb, panel) = &mut *bufs;
+        let need_a = if matches!(a, Operand::Packed(_)) { 0 } else { m.next_multiple_of(MR).min(MC) * KC };
         let need_b = if matches!(b, Operand::Strided(_)) { n.next_multiple_of(NR).min(NC) * KC } else { 0 };
+        if panel.len() < KC * NR {
+            panel.resize(KC * NR, 0.0);
+        }
         if pa.len() < need_a {
             pa.resize(need_a, 0.0);
         }
@@ -235,13 +322,16 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
             let nc = NC.min(n - jc);
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
-                let bblock: &[f32] = match b {
+                // fp16 B is widened a micro-panel at a time, into a buffer
+                // that stays in L1 while every row tile of A passes over it.
+                let (bblock, half): (&[f32], &[f16]) = match b {
                     Operand::Strided(s) => {
                         let pb = &mut pb[..nc.next_multiple_of(NR) * kc];
                         pack_b(s.offset(pc, jc), kc, nc, pb);
-                        pb
+                        (pb, &[])
                     }
-                    Operand::Packed(p) => &p.data[p.ld * pc + (p.off + jc) * kc..],
+                    Operand::Packed(p) => (p.block(pc, kc, jc), &[]),
+                    Operand::PackedF16(p) => (&[], p.block(pc, kc, jc)),
                 };
                 let last = pc + kc == k;
                 let add = accumulate || pc > 0;
@@ -253,11 +343,21 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                             pack_a(s.offset(ic, pc), mc, kc, pa);
                             pa
                         }
-                        Operand::Packed(p) => &p.data[p.ld * pc + (p.off + ic) * kc..],
+                        Operand::Packed(p) => p.block(pc, kc, ic),
+                        Operand::PackedF16(p) => {
+                            let pa = &mut pa[..mc.next_multiple_of(MR) * kc];
+                            f16_to_f32_serial(&p.block(pc, kc, ic)[..pa.len()], pa);
+                            pa
+                        }
                     };
                     for jr in (0..nc).step_by(NR) {
                         let nr = NR.min(nc - jr);
-                        let bp = bblock.as_ptr().add(jr * kc);
+                        let bp = if half.is_empty() {
+                            bblock.as_ptr().add(jr * kc)
+                        } else {
+                            f16_to_f32_serial(&half[jr * kc..(jr + NR) * kc], &mut panel[..NR * kc]);
+                            panel.as_ptr()
+                        };
                         let col_bias = match epi.col_bias {
                             Some(bias) if last => bias.as_ptr().add(jc + jr),
                             _ => std::ptr::null(),
@@ -367,9 +467,10 @@ pub(crate) fn reserve_packing() {
         return;
     }
     PACK.with(|cell| {
-        let (pa, pb) = &mut *cell.borrow_mut();
+        let (pa, pb, panel) = &mut *cell.borrow_mut();
         pa.resize(pa.len().max(MC * KC), 0.0);
         pb.resize(pb.len().max(NC * KC), 0.0);
+        panel.resize(panel.len().max(KC * NR), 0.0);
     });
 }
 

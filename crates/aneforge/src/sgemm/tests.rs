@@ -39,12 +39,15 @@ struct Case {
     row_bias: bool,
     col_bias: bool,
     relu: bool,
+    /// Operands fp16 holds exactly: packing stores them as fp16.
+    half_exact: bool,
 }
 
 fn check(m: usize, n: usize, k: usize, case: Case) {
     let Case { a_t, b_t, accumulate, parallel, .. } = case;
-    let a = data(m * k, 1);
-    let b = data(k * n, 2);
+    let to_half = |v: Vec<f32>| -> Vec<f32> { if case.half_exact { v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() } else { v } };
+    let a = to_half(data(m * k, 1));
+    let b = to_half(data(k * n, 2));
     let init = data(m * n, 3);
     let rb = data(m, 4);
     let cb = data(n, 5);
@@ -77,13 +80,17 @@ fn check(m: usize, n: usize, k: usize, case: Case) {
     let (packed_a, packed_b);
     let lhs = if case.pack_a && packs_constants() && !a_t {
         packed_a = pack_lhs(&a, m, k);
-        Operand::packed_lhs(&packed_a, m)
+        let op = Operand::packed_lhs(&PackedData::new(&packed_a), m);
+        assert_eq!(matches!(op, Operand::PackedF16(_)), case.half_exact, "fp16 packing iff the values are fp16");
+        op
     } else {
         Operand::Strided(am)
     };
     let rhs = if case.pack_b && packs_constants() {
         packed_b = pack_rhs(bm, k, n);
-        Operand::packed_rhs(&packed_b, n)
+        let op = Operand::packed_rhs(&PackedData::new(&packed_b), n);
+        assert_eq!(matches!(op, Operand::PackedF16(_)), case.half_exact, "fp16 packing iff the values are fp16");
+        op
     } else {
         Operand::Strided(bm)
     };
@@ -133,6 +140,16 @@ fn prepacked_operands_agree() {
 }
 
 #[test]
+fn fp16_packed_operands_agree() {
+    for parallel in [false, true] {
+        check(64, 500, 600, Case { parallel, pack_a: true, half_exact: true, ..Case::default() });
+        check(150, 20, 30, Case { parallel, pack_a: true, half_exact: true, ..Case::default() });
+        check(13, 45, 257, Case { parallel, accumulate: true, pack_a: true, pack_b: true, half_exact: true, ..Case::default() });
+        check(197, 301, 520, Case { parallel, pack_b: true, b_t: true, col_bias: true, half_exact: true, ..Case::default() });
+    }
+}
+
+#[test]
 fn epilogue_adds_biases_then_clamps_once() {
     // k > KC: the epilogue must run after the last K block only.
     check(30, 70, 600, Case { row_bias: true, col_bias: true, relu: true, ..Case::default() });
@@ -172,7 +189,8 @@ fn throughput() {
             let (am, bm) = (Operand::Strided(Mat::rows(&a, k)), Operand::Strided(Mat::rows(&b, n)));
             let ours = time(&mut || unsafe { sgemm(m, n, k, am, bm, c.as_mut_ptr(), n, false, Epilogue::default(), parallel) });
             let packed = pack_lhs(&a, m, k);
-            let pa = Operand::packed_lhs(&packed, m);
+            let pd = PackedData::new(&packed);
+            let pa = Operand::packed_lhs(&pd, m);
             let pre = time(&mut || unsafe { sgemm(m, n, k, pa, bm, c.as_mut_ptr(), n, false, Epilogue::default(), parallel) });
             let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
             let theirs = time(&mut || unsafe {

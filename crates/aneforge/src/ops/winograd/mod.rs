@@ -11,7 +11,7 @@
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-use crate::sgemm::{has_avx512, pack_lhs, packs_constants, sgemm, Epilogue, Mat, Operand, MR};
+use crate::sgemm::{has_avx512, pack_lhs_each, packed_len, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData};
 use rayon::prelude::*;
 
 /// Input tile edge (output tile 4 + kernel 3 - 1).
@@ -80,12 +80,13 @@ pub(crate) fn conv3x3(
 
     // U = G g Gᵀ, 36 matrices [O, C]: precomputed (and packed) for constant weights.
     let oc = o * c;
-    let packed_ld = o.next_multiple_of(MR) * c;
-    let (u, packed): (&[f32], bool) = match prepared {
-        Some(p) => (p, packs_constants()),
+    let packed_len = packed_len(o, c);
+    let (u, packed): (&[f32], Option<PackedData>) = match prepared {
+        Some(p) if packs_constants() => (p, Some(PackedData::new(p))),
+        Some(p) => (p, None),
         None => {
             transform_weights_plain(wt, o, c, u_buf);
-            (u_buf, false)
+            (u_buf, None)
         }
     };
 
@@ -138,7 +139,10 @@ pub(crate) fn conv3x3(
     // M_e = U_e V_e for the 36 positions of the transformed tile.
     let v = &*v;
     m.par_chunks_mut(o * t).enumerate().for_each(|(e, me)| {
-        let a = if packed { Operand::packed_lhs(&u[e * packed_ld..], o) } else { Operand::Strided(Mat::rows(&u[e * oc..], c)) };
+        let a = match &packed {
+            Some(p) => Operand::packed_lhs(p, o).nth(e, packed_len),
+            None => Operand::Strided(Mat::rows(&u[e * oc..], c)),
+        };
         // SAFETY: U_e [O, C], V_e [C, T], M_e [O, T], all row-major.
         unsafe { sgemm(o, t, c, a, Operand::Strided(Mat::rows(&v[e * ct..], t)), me.as_mut_ptr(), t, false, Epilogue::default(), false) };
     });
@@ -278,7 +282,7 @@ pub(crate) fn transform_weights(wt: &[f32], o: usize, c: usize) -> Vec<f32> {
     if !packs_constants() {
         return u;
     }
-    (0..E).flat_map(|e| pack_lhs(&u[e * o * c..(e + 1) * o * c], o, c)).collect()
+    pack_lhs_each(&u, E, o, c)
 }
 
 /// G = [[¼,0,0],[-⅙,-⅙,-⅙],[-⅙,⅙,-⅙],[1/24,1/12,⅙],[1/24,-1/12,⅙],[0,0,1]].
