@@ -194,7 +194,7 @@ fn compile(model: &Path, target: &str, out: &Path) -> Result<()> {
     let imp = load(model)?;
     let t0 = Instant::now();
     let outs: Vec<Tensor> = imp.outputs.iter().map(|(_, t)| t.clone()).collect();
-    let opts = aneforge::CompileOptions { target: Some(t), ..Default::default() };
+    let opts = aneforge::CompileOptions { target: Some(t), prepare_kernels: false, ..Default::default() };
     let compiled = aneforge::compile(&outs, opts)?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let program = aneforge::backend::mil::lower_compiled(&compiled)?;

@@ -125,7 +125,7 @@ pub fn export<'py>(py: Python<'py>, out: &Bound<'py, PyAny>, path: PathBuf, targ
         Some(name) => Some(aneforge::target::resolve(name).py()?),
         None => None,
     };
-    let opts = CompileOptions { target, ..Default::default() };
+    let opts = CompileOptions { target, prepare_kernels: false, ..Default::default() };
     let org = origin(py);
     let compiled = py.detach(|| guard("export", || aneforge::error::with_origin(org, || aneforge::compile(&outs, opts)).py()))?;
     let m = lower(&compiled)?;

@@ -8,7 +8,7 @@
 //! buffers that live per thread and only ever grow (so a warm program does
 //! not allocate), and threading by whole column (or row) stripes so each
 //! core owns its output and its packed panels. Operands that are compile
-//! time constants can be packed once ([`pack_lhs`]) and skip packing per
+//! time constants can be packed once ([`pack_lhs_each`]) and skip packing per
 //! call. Machines without AVX-512 fall back to the `gemm` crate.
 
 mod avx512;
@@ -68,16 +68,10 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// Packs a row-major [m, k] left operand (e.g. a constant conv weight)
-/// into the layout the kernel streams, so calls passing it as
-/// [`Operand::Packed`] skip packing it.
-pub(crate) fn pack_lhs(a: &[f32], m: usize, k: usize) -> Vec<f32> {
-    maybe_half(pack_lhs_f32(a, m, k))
-}
-
-/// Packs `count` consecutive row-major [m, k] matrices of `a` (a grouped
-/// conv's weights, Winograd's 36 transformed ones) into one buffer;
-/// matrix g is `Operand::packed_lhs(..).nth(g, packed_len(m, k))`.
+/// Packs `count` consecutive row-major [m, k] left operands of `a` (a conv
+/// weight per group, Winograd's 36 transformed ones) into one buffer in the
+/// layout the kernel streams, so calls passing them skip packing; matrix g
+/// is `Operand::packed_lhs(..).nth(g, packed_len(m, k))`.
 pub(crate) fn pack_lhs_each(a: &[f32], count: usize, m: usize, k: usize) -> Vec<f32> {
     maybe_half((0..count).flat_map(|g| pack_lhs_f32(&a[g * m * k..(g + 1) * m * k], m, k)).collect())
 }
@@ -116,7 +110,7 @@ fn pack_rhs_f32(b: Mat, k: usize, n: usize) -> Vec<f32> {
     data
 }
 
-/// An operand packed ahead of time by [`pack_lhs`] / [`pack_rhs`]: `ld` is
+/// An operand packed ahead of time by [`pack_lhs_each`] / [`pack_rhs`]: `ld` is
 /// the padded length of its outer (m or n) dimension, `off` the first row
 /// (or column) this call uses, a multiple of MR (or NR). `T` is f32, or
 /// fp16 for weights whose values fp16 holds exactly (half the memory
@@ -144,7 +138,7 @@ pub(crate) enum Operand<'a> {
 }
 
 impl<'a> Operand<'a> {
-    /// A [`pack_lhs`] result for `m` rows (fp16 if [`pack_lhs`] made it so).
+    /// A [`pack_lhs_each`] result for `m` rows (fp16 if [`pack_lhs_each`] made it so).
     pub fn packed_lhs(p: &PackedData<'a>, m: usize) -> Operand<'a> {
         p.operand(m.next_multiple_of(MR))
     }

@@ -79,7 +79,7 @@ fn check(m: usize, n: usize, k: usize, case: Case) {
     let bm = if b_t { Mat::cols(&b, k) } else { Mat::rows(&b, n) };
     let (packed_a, packed_b);
     let lhs = if case.pack_a && packs_constants() && !a_t {
-        packed_a = pack_lhs(&a, m, k);
+        packed_a = pack_lhs_each(&a, 1, m, k);
         let op = Operand::packed_lhs(&PackedData::new(&packed_a), m);
         assert_eq!(matches!(op, Operand::PackedF16(_)), case.half_exact, "fp16 packing iff the values are fp16");
         op
@@ -188,7 +188,7 @@ fn throughput() {
             };
             let (am, bm) = (Operand::Strided(Mat::rows(&a, k)), Operand::Strided(Mat::rows(&b, n)));
             let ours = time(&mut || unsafe { sgemm(m, n, k, am, bm, c.as_mut_ptr(), n, false, Epilogue::default(), parallel) });
-            let packed = pack_lhs(&a, m, k);
+            let packed = pack_lhs_each(&a, 1, m, k);
             let pd = PackedData::new(&packed);
             let pa = Operand::packed_lhs(&pd, m);
             let pre = time(&mut || unsafe { sgemm(m, n, k, pa, bm, c.as_mut_ptr(), n, false, Epilogue::default(), parallel) });

@@ -86,7 +86,13 @@ fn memory_limit() -> u128 {
 impl SimProgram {
     /// Plans buffers for `g`. `names` gives each input and output its port name.
     pub fn new(g: &Graph, input_names: &[String], output_names: &[String], ctx: EvalCtx) -> Result<SimProgram> {
-        Self::plan(g, input_names, output_names, ctx, None)
+        Self::plan(g, input_names, output_names, ctx, None, true)
+    }
+
+    /// Plans `g` without the kernels' compile-time work (see
+    /// `CompileOptions::prepare_kernels`).
+    pub fn new_unprepared(g: &Graph, input_names: &[String], output_names: &[String], ctx: EvalCtx) -> Result<SimProgram> {
+        Self::plan(g, input_names, output_names, ctx, None, false)
     }
 
     /// Plans `g` with its parameters resident: each gets a private slot,
@@ -112,7 +118,7 @@ impl SimProgram {
                 ));
             }
         }
-        Self::plan(g, input_names, output_names, ctx, Some(updates))
+        Self::plan(g, input_names, output_names, ctx, Some(updates), true)
     }
 
     fn plan(
@@ -121,6 +127,7 @@ impl SimProgram {
         output_names: &[String],
         ctx: EvalCtx,
         resident: Option<&[(Param, usize)]>,
+        prepare: bool,
     ) -> Result<SimProgram> {
         let n = g.nodes.len();
         // Last step index at which each value is read; program outputs never die.
@@ -235,7 +242,8 @@ impl SimProgram {
             let mut in_shapes: Vec<Vec<usize>> = facts.iter().map(|f| f.shape.clone()).collect();
             let const_data: Vec<Option<&[f32]>> =
                 ins.iter().map(|l| if let Loc::Const(c) = l { Some(consts[*c].as_slice()) } else { None }).collect();
-            if let Some(extra) = node.op.prepare(&facts, &const_data, &node.fact) {
+            let extra = if prepare { node.op.prepare(&facts, &const_data, &node.fact) } else { None };
+            if let Some(extra) = extra {
                 in_shapes.push(vec![extra.len()]);
                 consts.push(Arc::new(extra));
                 ins.push(Loc::Const(consts.len() - 1));
