@@ -248,7 +248,7 @@ fn run(model: &Path, inputs: &[PathBuf], repeat: usize, save: Option<&Path>, pre
     let mut st = prog.new_state();
     // Input slots are reused for intermediates once read, so every run
     // writes its inputs again (as the Python Net does per call).
-    let mut once = |st: &mut aneforge::backend::sim::SimState| {
+    let once = |st: &mut aneforge::backend::sim::SimState| {
         for (k, v) in data.iter().enumerate() {
             prog.input_mut(st, k).copy_from_slice(v);
         }

@@ -230,56 +230,49 @@ impl Conv {
 }
 
 /// Unfolds [C, H, W] into columns [C*kh*kw, oh*ow] (zeros where padded).
-fn im2col(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window, cols: &mut [f32]) {
-    let [kh, kw] = win.kernel;
-    let plane = oh * ow;
-    cols.par_chunks_mut(plane).enumerate().for_each(|(row, dst)| {
-        let ci = row / (kh * kw);
-        let ki = (row / kw) % kh;
-        let kj = row % kw;
-        let src = &x[ci * h * w..(ci + 1) * h * w];
-        for oy in 0..oh {
-            let iy = (oy * win.stride[0] + ki * win.dilation[0]) as isize - win.pad[0] as isize;
-            let drow = &mut dst[oy * ow..(oy + 1) * ow];
-            if iy < 0 || iy >= h as isize {
-                drow.fill(0.0);
-                continue;
-            }
-            let srow = &src[iy as usize * w..(iy as usize + 1) * w];
-            let off = (kj * win.dilation[1]) as isize - win.pad[1] as isize;
-            if win.stride[1] == 1 && off >= 0 && off as usize + ow <= w {
-                drow.copy_from_slice(&srow[off as usize..off as usize + ow]);
-            } else {
-                for (ox, d) in drow.iter_mut().enumerate() {
-                    let ix = (ox * win.stride[1]) as isize + off;
-                    *d = if ix >= 0 && ix < w as isize { srow[ix as usize] } else { 0.0 };
-                }
-            }
-        }
-    });
+fn im2col(x: &[f32], hw: [usize; 2], ohw: [usize; 2], win: &Window, cols: &mut [f32]) {
+    cols.par_chunks_mut(ohw[0] * ohw[1]).enumerate().for_each(|(row, dst)| im2col_row(x, hw, ohw, win, row, dst));
 }
 
 /// [`im2col`] on the calling thread (for callers that parallelise outside).
-fn im2col_serial(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window, cols: &mut [f32]) {
+fn im2col_serial(x: &[f32], hw: [usize; 2], ohw: [usize; 2], win: &Window, cols: &mut [f32]) {
+    for (row, dst) in cols.chunks_mut(ohw[0] * ohw[1]).enumerate() {
+        im2col_row(x, hw, ohw, win, row, dst);
+    }
+}
+
+/// Row `row` (channel, kernel y, kernel x) of the unfolded columns. Each
+/// output row splits into a zero margin, an in-bounds run read at the
+/// stride with no per-element bounds test, and a zero margin.
+fn im2col_row(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window, row: usize, dst: &mut [f32]) {
     let [kh, kw] = win.kernel;
-    let plane = oh * ow;
-    for (row, dst) in cols.chunks_mut(plane).enumerate() {
-        let ci = row / (kh * kw);
-        let ki = (row / kw) % kh;
-        let kj = row % kw;
-        let src = &x[ci * h * w..(ci + 1) * h * w];
-        for oy in 0..oh {
-            let iy = (oy * win.stride[0] + ki * win.dilation[0]) as isize - win.pad[0] as isize;
-            let drow = &mut dst[oy * ow..(oy + 1) * ow];
-            if iy < 0 || iy >= h as isize {
-                drow.fill(0.0);
-                continue;
-            }
-            let srow = &src[iy as usize * w..(iy as usize + 1) * w];
-            let off = (kj * win.dilation[1]) as isize - win.pad[1] as isize;
-            for (ox, d) in drow.iter_mut().enumerate() {
-                let ix = (ox * win.stride[1]) as isize + off;
-                *d = if ix >= 0 && ix < w as isize { srow[ix as usize] } else { 0.0 };
+    let (ci, ki, kj) = (row / (kh * kw), (row / kw) % kh, row % kw);
+    let src = &x[ci * h * w..(ci + 1) * h * w];
+    let sx = win.stride[1];
+    let off = (kj * win.dilation[1]) as isize - win.pad[1] as isize;
+    // Output columns whose input column ox*sx + off lies in 0..w.
+    let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(sx) }.min(ow);
+    let hi = if (w as isize) <= off { 0 } else { ((w as isize - off) as usize).div_ceil(sx) }.clamp(lo, ow);
+    for oy in 0..oh {
+        let iy = (oy * win.stride[0] + ki * win.dilation[0]) as isize - win.pad[0] as isize;
+        let drow = &mut dst[oy * ow..(oy + 1) * ow];
+        if iy < 0 || iy >= h as isize {
+            drow.fill(0.0);
+            continue;
+        }
+        let srow = &src[iy as usize * w..(iy as usize + 1) * w];
+        drow[..lo].fill(0.0);
+        drow[hi..].fill(0.0);
+        if lo == hi {
+            continue;
+        }
+        let first = (lo * sx) as isize + off;
+        let run = &srow[first as usize..first as usize + (hi - lo - 1) * sx + 1];
+        if sx == 1 {
+            drow[lo..hi].copy_from_slice(run);
+        } else {
+            for (d, &v) in drow[lo..hi].iter_mut().zip(run.iter().step_by(sx)) {
+                *d = v;
             }
         }
     }
