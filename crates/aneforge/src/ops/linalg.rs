@@ -143,12 +143,14 @@ impl OpDef for MatMul {
     /// A constant B without batch dims (a layer's weight) is packed once.
     fn prepare(&self, ins: &[&Fact], consts: &[Option<&[f32]>], _out: &Fact) -> Option<Vec<f32>> {
         let b = consts.get(1).copied().flatten()?;
-        let (_, k, _, n) = self.dims(&ins[0].shape, &ins[1].shape);
+        let (m, k, _, n) = self.dims(&ins[0].shape, &ins[1].shape);
         if !packs_constants() || ins[1].numel() != k * n {
             return None;
         }
         let bm = if self.transpose_b { Mat::cols(b, k) } else { Mat::rows(b, n) };
-        Some(pack_rhs(bm, k, n))
+        // Rows one GEMM meets: A's batches fold into rows when B is shared (see eval).
+        let rows = if self.transpose_a { m } else { ins[0].numel() / k };
+        Some(pack_rhs(bm, k, n, rows))
     }
 
     fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {

@@ -95,8 +95,16 @@ fn pack_lhs_f32(a: &[f32], m: usize, k: usize) -> Vec<f32> {
 
 /// Packs a [k, n] right operand (e.g. a constant linear weight; `b` gives
 /// its strides) into the layout the kernel streams.
-pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize) -> Vec<f32> {
-    maybe_half(pack_rhs_f32(b, k, n))
+/// `m` is the row count the operand will meet: with few rows (a batch-1
+/// encoder's tokens) widening fp16 panels costs more than the halved
+/// memory traffic saves, so those stay f32.
+pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize, m: usize) -> Vec<f32> {
+    let packed = pack_rhs_f32(b, k, n);
+    if m >= 4 * MR {
+        maybe_half(packed)
+    } else {
+        packed
+    }
 }
 
 fn pack_rhs_f32(b: Mat, k: usize, n: usize) -> Vec<f32> {

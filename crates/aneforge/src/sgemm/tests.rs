@@ -87,7 +87,7 @@ fn check(m: usize, n: usize, k: usize, case: Case) {
         Operand::Strided(am)
     };
     let rhs = if case.pack_b && packs_constants() {
-        packed_b = pack_rhs(bm, k, n);
+        packed_b = pack_rhs(bm, k, n, m.max(4 * MR));
         let op = Operand::packed_rhs(&PackedData::new(&packed_b), n);
         assert_eq!(matches!(op, Operand::PackedF16(_)), case.half_exact, "fp16 packing iff the values are fp16");
         op
