@@ -73,7 +73,7 @@ unsafe impl Sync for OutPtr {}
 /// layout the kernel streams, so calls passing them skip packing; matrix g
 /// is `Operand::packed_lhs(..).nth(g, packed_len(m, k))`.
 pub(crate) fn pack_lhs_each(a: &[f32], count: usize, m: usize, k: usize) -> Vec<f32> {
-    maybe_half((0..count).flat_map(|g| pack_lhs_f32(&a[g * m * k..(g + 1) * m * k], m, k)).collect())
+    stored((0..count).flat_map(|g| pack_lhs_f32(&a[g * m * k..(g + 1) * m * k], m, k)).collect(), true)
 }
 
 /// Elements of one packed [m, k] left operand.
@@ -99,12 +99,7 @@ fn pack_lhs_f32(a: &[f32], m: usize, k: usize) -> Vec<f32> {
 /// encoder's tokens) widening fp16 panels costs more than the halved
 /// memory traffic saves, so those stay f32.
 pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize, m: usize) -> Vec<f32> {
-    let packed = pack_rhs_f32(b, k, n);
-    if m >= 4 * MR {
-        maybe_half(packed)
-    } else {
-        packed
-    }
+    stored(pack_rhs_f32(b, k, n), m >= 4 * MR)
 }
 
 fn pack_rhs_f32(b: Mat, k: usize, n: usize) -> Vec<f32> {
@@ -175,42 +170,44 @@ impl<'a> Operand<'a> {
 }
 
 /// A packed operand as it is stored between calls. It travels as an f32
-/// buffer (the sim keeps prepared data that way); an fp16 one holds two
-/// halves per slot, flagged by a leading marker slot.
+/// buffer (the sim keeps prepared data that way) behind one header slot
+/// that says how the rest is stored: f32 values, or two fp16 halves per slot.
 pub(crate) struct PackedData<'a>(&'a [f32]);
 
-/// Leading slot of an fp16-packed buffer: a NaN payload no f32 packing
-/// starts with (packed data begins with a weight, and weights are finite
-/// or the program would not pack them at all).
-const F16_MARK: u32 = 0x7fc0_0f16;
+/// Header slot values (bit patterns, so no weight value can be mistaken
+/// for one: the header is never data).
+const F32_HEADER: u32 = 0;
+const F16_HEADER: u32 = 1;
 
 impl<'a> PackedData<'a> {
     pub fn new(data: &'a [f32]) -> PackedData<'a> {
         PackedData(data)
     }
     fn operand(&self, ld: usize) -> Operand<'a> {
-        match self.0.first() {
-            Some(m) if m.to_bits() == F16_MARK => {
-                Operand::PackedF16(Packed { data: bytemuck::cast_slice(&self.0[1..]), ld, off: 0 })
-            }
-            _ => Operand::Packed(Packed { data: self.0, ld, off: 0 }),
+        let body = &self.0[1..];
+        match self.0[0].to_bits() {
+            F16_HEADER => Operand::PackedF16(Packed { data: bytemuck::cast_slice(body), ld, off: 0 }),
+            _ => Operand::Packed(Packed { data: body, ld, off: 0 }),
         }
     }
 }
 
-/// Stores a packed buffer as fp16 when every value survives the round trip
-/// (and all are finite), else as it is.
-fn maybe_half(data: Vec<f32>) -> Vec<f32> {
-    let exact = data.iter().all(|&x| x.is_finite() && f16::from_f32(x).to_f32().to_bits() == x.to_bits());
-    if !exact {
-        return data;
+/// The stored form of a packed buffer: fp16 when `allow_half` and every
+/// value survives the round trip (and all are finite), else f32.
+fn stored(data: Vec<f32>, allow_half: bool) -> Vec<f32> {
+    let half_ok = allow_half && data.iter().all(|&x| x.is_finite() && f16::from_f32(x).to_f32().to_bits() == x.to_bits());
+    if !half_ok {
+        let mut out = Vec::with_capacity(1 + data.len());
+        out.push(f32::from_bits(F32_HEADER));
+        out.extend_from_slice(&data);
+        return out;
     }
     let mut halves: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
     if halves.len() % 2 == 1 {
         halves.push(f16::ZERO);
     }
     let mut out = Vec::with_capacity(1 + halves.len() / 2);
-    out.push(f32::from_bits(F16_MARK));
+    out.push(f32::from_bits(F16_HEADER));
     out.extend_from_slice(bytemuck::cast_slice(&halves));
     out
 }

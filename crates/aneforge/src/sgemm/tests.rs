@@ -205,3 +205,23 @@ fn throughput() {
         }
     }
 }
+
+/// The storage header is a slot of its own: no weight value, not even one
+/// with the header's bit pattern or a NaN, changes how a buffer is read.
+#[test]
+fn packed_storage_is_never_guessed_from_the_data() {
+    if !packs_constants() {
+        return;
+    }
+    for first in [f32::from_bits(1), f32::NAN, 0.5] {
+        let mut a = vec![0.25f32; 12 * 3];
+        a[0] = first;
+        let p = pack_lhs_each(&a, 1, 12, 3);
+        let op = Operand::packed_lhs(&PackedData::new(&p), 12);
+        let want_half = first == 0.5;
+        assert_eq!(matches!(op, Operand::PackedF16(_)), want_half, "first value {first:?}");
+        if let Operand::Packed(pk) = op {
+            assert_eq!(pk.data[0].to_bits(), first.to_bits());
+        }
+    }
+}
