@@ -2,18 +2,7 @@
 //! accumulators; per k step two vector loads of B and twelve broadcasts of
 //! A feed 24 FMAs, so the loop is bound by the FMA ports, not by loads.
 
-use super::{MR, NR};
-
-/// The epilogue of one tile, applied when its last K block is done: null
-/// bias pointers mean no bias.
-pub(super) struct TileEpi {
-    pub row_bias: *const f32,
-    pub col_bias: *const f32,
-    pub clamp: bool,
-    pub lo: f32,
-    pub hi: f32,
-}
-#[cfg(target_arch = "x86_64")]
+use super::{TileEpi, MR, NR};
 use std::arch::x86_64::*;
 
 /// C tile (mr×nr valid of MR×NR, row stride ldc) = or += packed A
@@ -23,7 +12,6 @@ use std::arch::x86_64::*;
 /// `a` holds kc·MR floats, `b` kc·NR floats, `c` an mr×nr tile; the caller
 /// has checked AVX-512F is available.
 #[allow(clippy::too_many_arguments)]
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, add: bool, epi: &TileEpi) {
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
@@ -74,12 +62,6 @@ pub(super) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, 
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn tile(_: usize, _: *const f32, _: *const f32, _: *mut f32, _: usize, _: usize, _: usize, _: bool, _: &TileEpi) {
-    unreachable!("the AVX-512 kernel is only dispatched on x86-64")
-}
-
 /// One NR-column micro-panel of a row-major B: `kc` rows of `cols` (≤ NR)
 /// floats at stride `rs`, zero-padded to NR. Two vector moves per row; a
 /// `copy_from_slice` here costs a libc call per 128 bytes.
@@ -87,7 +69,6 @@ pub(super) unsafe fn tile(_: usize, _: *const f32, _: *const f32, _: *mut f32, _
 /// # Safety
 /// AVX-512F is available; `src` addresses kc rows of `cols` floats at
 /// stride `rs`; `dst` holds kc·NR floats.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn pack_b_panel(src: *const f32, rs: isize, kc: usize, cols: usize, dst: &mut [f32]) {
     debug_assert!(dst.len() >= kc * NR && cols <= NR);

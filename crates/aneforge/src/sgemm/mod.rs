@@ -11,6 +11,7 @@
 //! time constants can be packed once ([`pack_lhs_each`]) and skip packing per
 //! call. Machines without AVX-512 fall back to the `gemm` crate.
 
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 
 use crate::numerics::f16_to_f32_serial;
@@ -365,7 +366,7 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                             let mr = MR.min(mc - ir);
                             let ap = ablock.as_ptr().add(ir * kc);
                             let cp = c.add((ic + ir) * ldc + jc + jr);
-                            let tile_epi = avx512::TileEpi {
+                            let tile_epi = TileEpi {
                                 row_bias: match epi.row_bias {
                                     Some(bias) if last => bias.as_ptr().add(ic + ir),
                                     _ => std::ptr::null(),
@@ -375,13 +376,37 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                                 lo,
                                 hi,
                             };
-                            avx512::tile(kc, ap, bp, cp, ldc, mr, nr, add, &tile_epi);
+                            tile(kc, ap, bp, cp, ldc, mr, nr, add, &tile_epi);
                         }
                     }
                 }
             }
         }
     });
+}
+
+/// The epilogue of one tile, applied when its last K block is done: null
+/// bias pointers mean no bias.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct TileEpi {
+    row_bias: *const f32,
+    col_bias: *const f32,
+    clamp: bool,
+    lo: f32,
+    hi: f32,
+}
+
+/// The register kernel (only reached once AVX-512 was detected).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, add: bool, epi: &TileEpi) {
+    #[cfg(target_arch = "x86_64")]
+    avx512::tile(kc, a, b, c, ldc, mr, nr, add, epi);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kc, a, b, c, ldc, mr, nr, add, epi);
+        unreachable!("the AVX-512 kernel is only dispatched on x86-64")
+    }
 }
 
 /// Packs an [mc, kc] block of A as MR-row micro-panels, k-major inside each

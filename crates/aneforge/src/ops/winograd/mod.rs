@@ -11,7 +11,9 @@
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-use crate::sgemm::{has_avx512, pack_lhs_each, packed_len, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData};
+#[cfg(target_arch = "x86_64")]
+use crate::sgemm::has_avx512;
+use crate::sgemm::{pack_lhs_each, packed_len, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData};
 use rayon::prelude::*;
 
 /// Input tile edge (output tile 4 + kernel 3 - 1).
@@ -94,6 +96,7 @@ pub(crate) fn conv3x3(
     let ct = c * t;
     let lp = row_len(wo);
     let v_ptr = SendPtr(v.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
     let simd = has_avx512();
     rows_scratch[..c * 2 * A * lp].par_chunks_mut(2 * A * lp).enumerate().for_each(|(ci, buf)| {
         let src = &x[ci * h * w..(ci + 1) * h * w];
