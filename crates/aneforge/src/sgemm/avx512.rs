@@ -3,6 +3,9 @@
 //! A feed 24 FMAs, so the loop is bound by the FMA ports, not by loads.
 
 use super::{TileEpi, MR, NR};
+
+// `tile` stores its rows by literal index (see the end of it).
+const _: () = assert!(MR == 12, "update the row list in `tile`");
 use std::arch::x86_64::*;
 
 /// C tile (mr×nr valid of MR×NR, row stride ldc) = or += packed A
@@ -42,9 +45,9 @@ pub(super) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, 
         (_mm512_maskz_loadu_ps(m0, epi.col_bias), _mm512_maskz_loadu_ps(m1, epi.col_bias.wrapping_add(16)))
     };
     let (lo, hi) = (_mm512_set1_ps(epi.lo), _mm512_set1_ps(epi.hi));
-    for (i, row) in acc.iter().enumerate().take(mr) {
+    let store = |i: usize, row: [__m512; 2]| {
         let cp = c.add(i * ldc);
-        let (mut v0, mut v1) = (row[0], row[1]);
+        let [mut v0, mut v1] = row;
         if add {
             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cp));
             v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cp.wrapping_add(16)));
@@ -59,7 +62,14 @@ pub(super) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, 
         }
         _mm512_mask_storeu_ps(cp, m0, v0);
         _mm512_mask_storeu_ps(cp.wrapping_add(16), m1, v1);
+    };
+    // Constant row indices keep the accumulators in registers; a loop to a
+    // runtime `mr` made the compiler keep them in (and clear) a stack array
+    // on every call, which cost 10% on Winograd's short-K GEMMs.
+    macro_rules! rows {
+        ($($i:literal)*) => { $( if $i < mr { store($i, acc[$i]); } )* };
     }
+    rows!(0 1 2 3 4 5 6 7 8 9 10 11);
 }
 
 /// One NR-column micro-panel of a row-major B: `kc` rows of `cols` (≤ NR)
