@@ -193,20 +193,36 @@ fn split6(buf: &mut [f32], lp: usize) -> [&mut [f32]; A] {
     [t0, t1, t2, t3, t4, &mut t5[..lp]]
 }
 
+/// Bᵀ·a for one 6-vector a, Bᵀ = [[4,0,-5,0,1,0], [0,-4,-4,1,1,0],
+/// [0,4,-4,-1,1,0], [0,-2,-1,2,1,0], [0,2,-1,-2,1,0], [0,4,0,-5,0,1]].
+#[inline(always)]
+fn bt6([a0, a1, a2, a3, a4, a5]: [f32; A]) -> [f32; A] {
+    [
+        4.0 * a0 - 5.0 * a2 + a4,
+        -4.0 * (a1 + a2) + a3 + a4,
+        4.0 * (a1 - a2) - a3 + a4,
+        2.0 * (a3 - a1) - a2 + a4,
+        2.0 * (a1 - a3) - a2 + a4,
+        4.0 * a1 - 5.0 * a3 + a5,
+    ]
+}
+
+/// Aᵀ·m for one 6-vector m, Aᵀ = [[1,1,1,1,1,0], [0,1,-1,2,-2,0],
+/// [0,1,1,4,4,0], [0,1,-1,8,-8,1]].
+#[inline(always)]
+fn at4([m0, m1, m2, m3, m4, m5]: [f32; A]) -> [f32; R] {
+    [m0 + m1 + m2 + m3 + m4, m1 - m2 + 2.0 * (m3 - m4), m1 + m2 + 4.0 * (m3 + m4), m1 - m2 + 8.0 * (m3 - m4) + m5]
+}
+
 /// Bᵀ applied down the six input rows of a row of tiles, element by element.
 #[inline(never)]
 fn input_cols(d: &[&[f32]; A], t: &mut [&mut [f32]; A]) {
     let lp = d[0].len();
-    let [d0, d1, d2, d3, d4, d5] = d.map(|r| &r[..lp]);
-    let [t0, t1, t2, t3, t4, t5] = t;
     for j in 0..lp {
-        let (a0, a1, a2, a3, a4, a5) = (d0[j], d1[j], d2[j], d3[j], d4[j], d5[j]);
-        t0[j] = 4.0 * a0 - 5.0 * a2 + a4;
-        t1[j] = -4.0 * (a1 + a2) + a3 + a4;
-        t2[j] = 4.0 * (a1 - a2) - a3 + a4;
-        t3[j] = 2.0 * (a3 - a1) - a2 + a4;
-        t4[j] = 2.0 * (a1 - a3) - a2 + a4;
-        t5[j] = 4.0 * a1 - 5.0 * a3 + a5;
+        let v = bt6(std::array::from_fn(|i| d[i][j]));
+        for (row, x) in t.iter_mut().zip(v) {
+            row[j] = x;
+        }
     }
 }
 
@@ -215,16 +231,11 @@ fn input_cols(d: &[&[f32]; A], t: &mut [&mut [f32]; A]) {
 #[inline(never)]
 fn input_row(tr: &[f32], v: &mut [&mut [f32]; A]) {
     let tw = v[0].len();
-    let [v0, v1, v2, v3, v4, v5] = v;
     for tx in 0..tw {
-        let s = &tr[R * tx..R * tx + A];
-        let (a0, a1, a2, a3, a4, a5) = (s[0], s[1], s[2], s[3], s[4], s[5]);
-        v0[tx] = 4.0 * a0 - 5.0 * a2 + a4;
-        v1[tx] = -4.0 * (a1 + a2) + a3 + a4;
-        v2[tx] = 4.0 * (a1 - a2) - a3 + a4;
-        v3[tx] = 2.0 * (a3 - a1) - a2 + a4;
-        v4[tx] = 2.0 * (a1 - a3) - a2 + a4;
-        v5[tx] = 4.0 * a1 - 5.0 * a3 + a5;
+        let out = bt6(std::array::from_fn(|i| tr[R * tx + i]));
+        for (row, x) in v.iter_mut().zip(out) {
+            row[tx] = x;
+        }
     }
 }
 
@@ -233,13 +244,9 @@ fn input_row(tr: &[f32], v: &mut [&mut [f32]; A]) {
 #[inline(never)]
 fn output_cols(r: usize, me: &[&[f32]; E], t0: usize, n: usize, cols: &mut [[f32; 64]; A]) {
     for (s, col) in cols.iter_mut().enumerate() {
-        let [m0, m1, m2, m3, m4, m5] = std::array::from_fn::<&[f32], A, _>(|k| &me[k * A + s][t0..t0 + n]);
-        let col = &mut col[..n];
-        match r {
-            0 => (0..n).for_each(|j| col[j] = m0[j] + m1[j] + m2[j] + m3[j] + m4[j]),
-            1 => (0..n).for_each(|j| col[j] = m1[j] - m2[j] + 2.0 * (m3[j] - m4[j])),
-            2 => (0..n).for_each(|j| col[j] = m1[j] + m2[j] + 4.0 * (m3[j] + m4[j])),
-            _ => (0..n).for_each(|j| col[j] = m1[j] - m2[j] + 8.0 * (m3[j] - m4[j]) + m5[j]),
+        let m: [&[f32]; A] = std::array::from_fn(|k| &me[k * A + s][t0..t0 + n]);
+        for (j, c) in col[..n].iter_mut().enumerate() {
+            *c = at4(std::array::from_fn(|k| m[k][j]))[r];
         }
     }
 }
@@ -250,28 +257,10 @@ fn output_cols(r: usize, me: &[&[f32]; E], t0: usize, n: usize, cols: &mut [[f32
 fn output_row(cols: &[[f32; 64]; A], n: usize, drow: &mut [f32], bias: f32, lo: f32, hi: f32) {
     let [c0, c1, c2, c3, c4, c5] = cols;
     let fin = |v: f32| (v + bias).max(lo).min(hi);
-    let full = (drow.len() / R).min(n);
-    for j in 0..full {
-        let y = [
-            c0[j] + c1[j] + c2[j] + c3[j] + c4[j],
-            c1[j] - c2[j] + 2.0 * (c3[j] - c4[j]),
-            c1[j] + c2[j] + 4.0 * (c3[j] + c4[j]),
-            c1[j] - c2[j] + 8.0 * (c3[j] - c4[j]) + c5[j],
-        ];
-        let d = &mut drow[R * j..R * j + R];
-        for q in 0..R {
-            d[q] = fin(y[q]);
-        }
-    }
-    if full < n {
-        let j = full;
-        let y = [
-            c0[j] + c1[j] + c2[j] + c3[j] + c4[j],
-            c1[j] - c2[j] + 2.0 * (c3[j] - c4[j]),
-            c1[j] + c2[j] + 4.0 * (c3[j] + c4[j]),
-            c1[j] - c2[j] + 8.0 * (c3[j] - c4[j]) + c5[j],
-        ];
-        for (q, d) in drow[R * j..].iter_mut().enumerate() {
+    for (j, d) in drow.chunks_mut(R).take(n).enumerate() {
+        // The last tile of a short row has fewer than four columns.
+        let y = at4([c0[j], c1[j], c2[j], c3[j], c4[j], c5[j]]);
+        for (q, d) in d.iter_mut().enumerate() {
             *d = fin(y[q]);
         }
     }
