@@ -8,6 +8,22 @@ use super::{TileEpi, MR, NR};
 const _: () = assert!(MR == 12, "update the row list in `tile`");
 use std::arch::x86_64::*;
 
+/// The first `n` (of 16) lanes of a vector.
+#[inline(always)]
+pub(crate) fn lane_mask(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
+/// Masks for the valid columns (the first `cols` of NR) of a row's two vectors.
+#[inline(always)]
+fn row_masks(cols: usize) -> (__mmask16, __mmask16) {
+    (lane_mask(cols), lane_mask(cols.saturating_sub(16)))
+}
+
 /// C tile (mr×nr valid of MR×NR, row stride ldc) = or += packed A
 /// micro-panel [kc][MR] · packed B micro-panel [kc][NR].
 ///
@@ -31,14 +47,7 @@ pub(super) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, 
         ap = ap.add(MR);
         bp = bp.add(NR);
     }
-    // Masks select the valid columns of the two vectors of a row.
-    let (m0, m1): (__mmask16, __mmask16) = if nr >= NR {
-        (0xffff, 0xffff)
-    } else if nr > 16 {
-        (0xffff, ((1u32 << (nr - 16)) - 1) as u16)
-    } else {
-        (((1u32 << nr) - 1) as u16, 0)
-    };
+    let (m0, m1) = row_masks(nr);
     let (cb0, cb1) = if epi.col_bias.is_null() {
         (_mm512_setzero_ps(), _mm512_setzero_ps())
     } else {
@@ -82,13 +91,7 @@ pub(super) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, 
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn pack_b_panel(src: *const f32, rs: isize, kc: usize, cols: usize, dst: &mut [f32]) {
     debug_assert!(dst.len() >= kc * NR && cols <= NR);
-    let (m0, m1): (__mmask16, __mmask16) = if cols >= NR {
-        (0xffff, 0xffff)
-    } else if cols > 16 {
-        (0xffff, ((1u32 << (cols - 16)) - 1) as u16)
-    } else {
-        (((1u32 << cols) - 1) as u16, 0)
-    };
+    let (m0, m1) = row_masks(cols);
     let d = dst.as_mut_ptr();
     for kk in 0..kc {
         let s = src.offset(kk as isize * rs);

@@ -13,6 +13,9 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+/// Lane masks for vector loops' tails (the Winograd transforms use it too).
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx512::lane_mask;
 
 use crate::numerics::f16_to_f32_serial;
 use half::f16;

@@ -4,6 +4,7 @@
 //! instead of the scalar gathers and scatters the compiler emits.
 
 use super::{A, R};
+use crate::sgemm::lane_mask;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -19,14 +20,6 @@ unsafe fn phase(z: &[__m512; 4], idx: __m512i) -> __m512 {
     let lo = _mm512_permutex2var_ps(z[0], idx, z[1]);
     let hi = _mm512_permutex2var_ps(z[2], idx, z[3]);
     _mm512_shuffle_f32x4::<0x44>(lo, hi)
-}
-
-fn tile_mask(rem: usize) -> __mmask16 {
-    if rem >= 16 {
-        0xffff
-    } else {
-        ((1u32 << rem) - 1) as u16
-    }
 }
 
 /// Bᵀ across tiles of one column-transformed row (see `input_row`).
@@ -54,7 +47,7 @@ pub(super) unsafe fn input_row(tr: &[f32], v: &mut [&mut [f32]; A]) {
             _mm512_fmadd_ps(c2, _mm512_sub_ps(a1, a3), a24),
             _mm512_add_ps(_mm512_fnmadd_ps(c5, a3, _mm512_mul_ps(c4, a1)), a5),
         ];
-        let mask = tile_mask(tw - tx0);
+        let mask = lane_mask(tw - tx0);
         for (dst, val) in v.iter_mut().zip(out) {
             _mm512_mask_storeu_ps(dst.as_mut_ptr().add(tx0), mask, val);
         }
@@ -73,7 +66,7 @@ pub(super) unsafe fn output_rows(me: &[&[f32]; A * A], rows: &mut [&mut [f32]], 
     let (vb, vlo, vhi) = (_mm512_set1_ps(bias), _mm512_set1_ps(lo), _mm512_set1_ps(hi));
     let (c2, c4, c8) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(8.0));
     for tx0 in (0..tw).step_by(16) {
-        let mask = tile_mask(tw - tx0);
+        let mask = lane_mask(tw - tx0);
         // cols[r][s]: row r of Aᵀ applied down column s of the 6x6 tiles.
         let mut cols = [[_mm512_setzero_ps(); A]; R];
         for s in 0..A {
@@ -116,7 +109,7 @@ pub(super) unsafe fn output_rows(me: &[&[f32]; A * A], rows: &mut [&mut [f32]], 
                 if col >= wo {
                     break;
                 }
-                _mm512_mask_storeu_ps(drow.as_mut_ptr().add(col), tile_mask(wo - col), val);
+                _mm512_mask_storeu_ps(drow.as_mut_ptr().add(col), lane_mask(wo - col), val);
             }
         }
     }
