@@ -142,9 +142,15 @@ impl OpDef for Conv {
         // A trailing extra input is the weight transform `prepare` made.
         let prepared = if ins.len() > 2 + self.bias as usize { ins.last().map(|v| v.data) } else { None };
         if self.is_depthwise(c, o) {
+            // The depthwise kernel has no epilogue of its own.
             depthwise(x, w.data, out, [oh, ow], &self.window);
-        } else if self.groups == 1 && super::winograd::applies(c, o, oh, ow) && self.is_3x3_s1() {
-            let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
+            epilogue_planes(out, plane, o, self.bias.then(|| ins[2].data), self.act, ctx.ieee);
+            return;
+        }
+        // Bias and a clamp-like activation run inside the kernels below;
+        // any other activation runs after them.
+        let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
+        if self.is_winograd_dims(c, o, oh, ow) {
             let finish = super::winograd::Finish { bias: self.bias.then(|| ins[2].data), clamp };
             for b in 0..n {
                 let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
@@ -152,13 +158,8 @@ impl OpDef for Conv {
                 let pad = [self.window.pad[0], self.window.pad[1]];
                 super::winograd::conv3x3(xin, c, h, wd, w.data, prepared, o, pad, dst, oh, ow, finish, scratch);
             }
-            if let Some(act) = self.act.filter(|_| clamp.is_none()) {
-                act.apply_in_place(out, ctx.ieee);
-            }
-            return;
         } else {
             let parallel = og * plane * kk >= 1 << 17;
-            let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
             let group_len = crate::sgemm::packed_len(og, kk);
             let packed = prepared.map(PackedData::new);
             for b in 0..n {
@@ -181,14 +182,9 @@ impl OpDef for Conv {
                     unsafe { sgemm(og, plane, kk, wg, Operand::Strided(Mat::rows(cols, plane)), dst.as_mut_ptr(), plane, false, epi, parallel) };
                 }
             }
-            if let Some(act) = self.act.filter(|_| clamp.is_none()) {
-                act.apply_in_place(out, ctx.ieee);
-            }
-            return;
         }
-        if self.bias || self.act.is_some() {
-            let bias = if self.bias { Some(ins[2].data) } else { None };
-            epilogue_planes(out, plane, o, bias, self.act, ctx.ieee);
+        if let Some(act) = self.act.filter(|_| clamp.is_none()) {
+            act.apply_in_place(out, ctx.ieee);
         }
     }
 
@@ -219,7 +215,10 @@ impl Conv {
         self.window.kernel == [3, 3] && self.window.stride == [1, 1] && self.window.dilation == [1, 1]
     }
     fn is_winograd(&self, c: usize, out: &Fact) -> bool {
-        self.groups == 1 && self.is_3x3_s1() && super::winograd::applies(c, out.shape[1], out.shape[2], out.shape[3])
+        self.is_winograd_dims(c, out.shape[1], out.shape[2], out.shape[3])
+    }
+    fn is_winograd_dims(&self, c: usize, o: usize, oh: usize, ow: usize) -> bool {
+        self.groups == 1 && self.is_3x3_s1() && super::winograd::applies(c, o, oh, ow)
     }
     fn is_pointwise(&self) -> bool {
         self.window.kernel == [1, 1] && self.window.stride == [1, 1] && self.window.pad == [0; 4]
