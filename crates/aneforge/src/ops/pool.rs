@@ -22,6 +22,18 @@ pub struct Pool {
     pub ceil_mode: bool,
 }
 
+impl Window {
+    /// The pooling window of output position `o` along `axis` (0 rows, 1
+    /// columns) over an input of length `len`: its extent in padded
+    /// coordinates (start, end), the end clipped to the trailing padding,
+    /// and the part inside the input, [a, b).
+    fn span(&self, axis: usize, o: usize, len: usize) -> (isize, isize, usize, usize) {
+        let start = (o * self.stride[axis]) as isize - self.pad[axis] as isize;
+        let end = (start + self.kernel[axis] as isize).min((len + self.pad[axis + 2]) as isize);
+        (start, end, start.max(0) as usize, (end.max(0) as usize).min(len))
+    }
+}
+
 impl Pool {
     fn out_hw(&self, h: usize, w: usize) -> Result<[usize; 2]> {
         let op = self.op_name();
@@ -122,13 +134,9 @@ impl OpDef for Pool {
                         continue;
                     }
                     for oy in 0..oh {
-                        let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
-                        let y1 = (y0 + win.kernel[0] as isize).min((h + win.pad[2]) as isize);
+                        let (y0, y1, ya, yb) = win.span(0, oy, h);
                         for ox in 0..ow {
-                            let x0 = (ox * win.stride[1]) as isize - win.pad[1] as isize;
-                            let x1 = (x0 + win.kernel[1] as isize).min((w + win.pad[3]) as isize);
-                            let (ya, yb) = (y0.max(0) as usize, (y1 as usize).min(h));
-                            let (xa, xb) = (x0.max(0) as usize, (x1 as usize).min(w));
+                            let (x0, x1, xa, xb) = win.span(1, ox, w);
                             dst[oy * ow + ox] = match kind {
                                 PoolKind::Max => {
                                     let mut m = f32::NEG_INFINITY;
@@ -177,8 +185,7 @@ fn max_plane(src: &[f32], [h, w]: [usize; 2], dst: &mut [f32], [oh, ow]: [usize;
     let mut buf = [f32::NEG_INFINITY; MAX_ROW];
     let rowmax = &mut buf[..w];
     for oy in 0..oh {
-        let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
-        let (ya, yb) = (y0.max(0) as usize, ((y0 + win.kernel[0] as isize).max(0) as usize).min(h));
+        let (_, _, ya, yb) = win.span(0, oy, h);
         if ya >= yb {
             rowmax.fill(f32::NEG_INFINITY);
         } else {
@@ -190,8 +197,7 @@ fn max_plane(src: &[f32], [h, w]: [usize; 2], dst: &mut [f32], [oh, ow]: [usize;
             }
         }
         for (ox, d) in dst[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
-            let x0 = (ox * win.stride[1]) as isize - win.pad[1] as isize;
-            let (xa, xb) = (x0.max(0) as usize, ((x0 + win.kernel[1] as isize).max(0) as usize).min(w));
+            let (_, _, xa, xb) = win.span(1, ox, w);
             *d = rowmax[xa.min(xb)..xb].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         }
     }
@@ -354,13 +360,9 @@ impl OpDef for PoolGrad {
                     let src = &x.data[p * h * w..(p + 1) * h * w];
                     let g = &dy.data[p * oh * ow..(p + 1) * oh * ow];
                     for oy in 0..oh {
-                        let y0 = (oy * win.stride[0]) as isize - win.pad[0] as isize;
-                        let y1 = (y0 + win.kernel[0] as isize).min((h + win.pad[2]) as isize);
+                        let (y0, y1, ya, yb) = win.span(0, oy, h);
                         for ox in 0..ow {
-                            let x0 = (ox * win.stride[1]) as isize - win.pad[1] as isize;
-                            let x1 = (x0 + win.kernel[1] as isize).min((w + win.pad[3]) as isize);
-                            let (ya, yb) = (y0.max(0) as usize, (y1 as usize).min(h));
-                            let (xa, xb) = (x0.max(0) as usize, (x1 as usize).min(w));
+                            let (x0, x1, xa, xb) = win.span(1, ox, w);
                             let gv = g[oy * ow + ox];
                             match kind {
                                 PoolKind::Max => {
