@@ -7,6 +7,7 @@ use super::linalg::epilogue_planes;
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{fmt_shape, Fact};
+use super::im2col::{im2col, im2col_serial, Im2col};
 use crate::sgemm::{sgemm, Epilogue, Mat, Operand, PackedData};
 use rayon::prelude::*;
 
@@ -123,7 +124,8 @@ impl OpDef for Conv {
         if self.is_winograd(ins[0].shape[1], out) {
             return super::winograd::scratch_len(ins[0].shape[1], out.shape[1], out.shape[2], out.shape[3]);
         }
-        if self.is_pointwise() || self.is_depthwise(ins[0].shape[1], out.shape[1]) {
+        // The AVX-512 GEMM unfolds the input panel by panel (see `eval`).
+        if self.is_pointwise() || self.is_depthwise(ins[0].shape[1], out.shape[1]) || crate::sgemm::packs_constants() {
             return 0;
         }
         let cg = ins[0].shape[1] / self.groups;
@@ -165,12 +167,19 @@ impl OpDef for Conv {
             for b in 0..n {
                 for gi in 0..g {
                     let xin = &x.data[(b * c + gi * cg) * h * wd..(b * c + (gi + 1) * cg) * h * wd];
-                    let cols: &[f32] = if self.is_pointwise() {
-                        xin
+                    // The unfolded input: the input itself for a 1x1 conv,
+                    // else made panel by panel as the GEMM packs it, or
+                    // written out whole for the fallback GEMM.
+                    let source;
+                    let cols = if self.is_pointwise() {
+                        Operand::Strided(Mat::rows(xin, plane))
+                    } else if crate::sgemm::packs_constants() {
+                        source = Im2col::new(xin, [h, wd], [oh, ow], &self.window);
+                        Operand::source(&source)
                     } else {
                         let s = &mut scratch[..kk * plane];
                         im2col(xin, [h, wd], [oh, ow], &self.window, s);
-                        s
+                        Operand::Strided(Mat::rows(s, plane))
                     };
                     let wg = match &packed {
                         Some(p) => Operand::packed_lhs(p, og).nth(gi, group_len),
@@ -179,7 +188,7 @@ impl OpDef for Conv {
                     let epi = Epilogue { row_bias: self.bias.then(|| &ins[2].data[gi * og..]), col_bias: None, clamp };
                     let dst = &mut out[(b * o + gi * og) * plane..(b * o + (gi + 1) * og) * plane];
                     // SAFETY: wg is [og, kk], cols is [kk, plane], dst is [og, plane], all row-major.
-                    unsafe { sgemm(og, plane, kk, wg, Operand::Strided(Mat::rows(cols, plane)), dst.as_mut_ptr(), plane, false, epi, parallel) };
+                    unsafe { sgemm(og, plane, kk, wg, cols, dst.as_mut_ptr(), plane, false, epi, parallel) };
                 }
             }
         }
@@ -225,55 +234,6 @@ impl Conv {
     }
     fn is_depthwise(&self, c: usize, o: usize) -> bool {
         self.groups > 1 && self.groups == c && o == c
-    }
-}
-
-/// Unfolds [C, H, W] into columns [C*kh*kw, oh*ow] (zeros where padded).
-fn im2col(x: &[f32], hw: [usize; 2], ohw: [usize; 2], win: &Window, cols: &mut [f32]) {
-    cols.par_chunks_mut(ohw[0] * ohw[1]).enumerate().for_each(|(row, dst)| im2col_row(x, hw, ohw, win, row, dst));
-}
-
-/// [`im2col`] on the calling thread (for callers that parallelise outside).
-fn im2col_serial(x: &[f32], hw: [usize; 2], ohw: [usize; 2], win: &Window, cols: &mut [f32]) {
-    for (row, dst) in cols.chunks_mut(ohw[0] * ohw[1]).enumerate() {
-        im2col_row(x, hw, ohw, win, row, dst);
-    }
-}
-
-/// Row `row` (channel, kernel y, kernel x) of the unfolded columns. Each
-/// output row splits into a zero margin, an in-bounds run read at the
-/// stride with no per-element bounds test, and a zero margin.
-fn im2col_row(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window, row: usize, dst: &mut [f32]) {
-    let [kh, kw] = win.kernel;
-    let (ci, ki, kj) = (row / (kh * kw), (row / kw) % kh, row % kw);
-    let src = &x[ci * h * w..(ci + 1) * h * w];
-    let sx = win.stride[1];
-    let off = (kj * win.dilation[1]) as isize - win.pad[1] as isize;
-    // Output columns whose input column ox*sx + off lies in 0..w.
-    let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(sx) }.min(ow);
-    let hi = if (w as isize) <= off { 0 } else { ((w as isize - off) as usize).div_ceil(sx) }.clamp(lo, ow);
-    for oy in 0..oh {
-        let iy = (oy * win.stride[0] + ki * win.dilation[0]) as isize - win.pad[0] as isize;
-        let drow = &mut dst[oy * ow..(oy + 1) * ow];
-        if iy < 0 || iy >= h as isize {
-            drow.fill(0.0);
-            continue;
-        }
-        let srow = &src[iy as usize * w..(iy as usize + 1) * w];
-        drow[..lo].fill(0.0);
-        drow[hi..].fill(0.0);
-        if lo == hi {
-            continue;
-        }
-        let first = (lo * sx) as isize + off;
-        let run = &srow[first as usize..first as usize + (hi - lo - 1) * sx + 1];
-        if sx == 1 {
-            drow[lo..hi].copy_from_slice(run);
-        } else {
-            for (d, &v) in drow[lo..hi].iter_mut().zip(run.iter().step_by(sx)) {
-                *d = v;
-            }
-        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod conv;
 pub mod elementwise;
+mod im2col;
 pub mod linalg;
 pub mod norm;
 pub mod pool;

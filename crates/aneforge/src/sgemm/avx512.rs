@@ -27,56 +27,78 @@ fn row_masks(cols: usize) -> (__mmask16, __mmask16) {
 /// C tile (mr×nr valid of MR×NR, row stride ldc) = or += packed A
 /// micro-panel [kc][MR] · packed B micro-panel [kc][NR].
 ///
+/// Edge tiles run a kernel sized to them (rows, and one or two vectors of
+/// columns): a 49-column GEMM's last panel of 17 columns, or a 4-row tail
+/// of 256 rows, would otherwise cost a whole 12×32 tile each.
+///
 /// # Safety
 /// `a` holds kc·MR floats, `b` kc·NR floats, `c` an mr×nr tile; the caller
 /// has checked AVX-512F is available.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
+#[inline(always)]
 pub(super) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, add: bool, epi: &TileEpi) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    macro_rules! dispatch {
+        ($($r:literal)*) => {
+            match (mr, nr > 16) {
+                $( ($r, true) => sized::<$r, 2>(kc, a, b, c, ldc, nr, add, epi), ($r, false) => sized::<$r, 1>(kc, a, b, c, ldc, nr, add, epi), )*
+                _ => unreachable!("tile rows {mr} outside 1..={MR}"),
+            }
+        };
+    }
+    dispatch!(1 2 3 4 5 6 7 8 9 10 11 12)
+}
+
+/// [`tile`] for R rows and V vectors (16 columns each) of C.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn sized<const R: usize, const V: usize>(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, nr: usize, add: bool, epi: &TileEpi) {
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
     let mut ap = a;
     let mut bp = b;
     for _ in 0..kc {
-        let b0 = _mm512_loadu_ps(bp);
-        let b1 = _mm512_loadu_ps(bp.add(16));
+        let mut bv = [_mm512_setzero_ps(); V];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(bp.add(16 * v));
+        }
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = _mm512_set1_ps(*ap.add(i));
-            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            for (r, &x) in row.iter_mut().zip(&bv) {
+                *r = _mm512_fmadd_ps(ai, x, *r);
+            }
         }
         ap = ap.add(MR);
         bp = bp.add(NR);
     }
-    let (m0, m1) = row_masks(nr);
-    let (cb0, cb1) = if epi.col_bias.is_null() {
-        (_mm512_setzero_ps(), _mm512_setzero_ps())
-    } else {
-        (_mm512_maskz_loadu_ps(m0, epi.col_bias), _mm512_maskz_loadu_ps(m1, epi.col_bias.wrapping_add(16)))
-    };
-    let (lo, hi) = (_mm512_set1_ps(epi.lo), _mm512_set1_ps(epi.hi));
-    let store = |i: usize, row: [__m512; 2]| {
-        let cp = c.add(i * ldc);
-        let [mut v0, mut v1] = row;
-        if add {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cp));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cp.wrapping_add(16)));
+    let masks = row_masks(nr);
+    let masks = [masks.0, masks.1];
+    let mut cb = [_mm512_setzero_ps(); V];
+    if !epi.col_bias.is_null() {
+        for (v, x) in cb.iter_mut().enumerate() {
+            *x = _mm512_maskz_loadu_ps(masks[v], epi.col_bias.wrapping_add(16 * v));
         }
+    }
+    let (lo, hi) = (_mm512_set1_ps(epi.lo), _mm512_set1_ps(epi.hi));
+    let store = |i: usize, row: [__m512; V]| {
+        let cp = c.add(i * ldc);
         // Bias and clamp in the same order as the unfused ops: (acc + b), then clamp.
         let rb = if epi.row_bias.is_null() { _mm512_setzero_ps() } else { _mm512_set1_ps(*epi.row_bias.add(i)) };
-        v0 = _mm512_add_ps(v0, _mm512_add_ps(rb, cb0));
-        v1 = _mm512_add_ps(v1, _mm512_add_ps(rb, cb1));
-        if epi.clamp {
-            v0 = _mm512_min_ps(_mm512_max_ps(v0, lo), hi);
-            v1 = _mm512_min_ps(_mm512_max_ps(v1, lo), hi);
+        for (v, mut x) in row.into_iter().enumerate() {
+            let p = cp.wrapping_add(16 * v);
+            if add {
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], p));
+            }
+            x = _mm512_add_ps(x, _mm512_add_ps(rb, cb[v]));
+            if epi.clamp {
+                x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+            }
+            _mm512_mask_storeu_ps(p, masks[v], x);
         }
-        _mm512_mask_storeu_ps(cp, m0, v0);
-        _mm512_mask_storeu_ps(cp.wrapping_add(16), m1, v1);
     };
     // Constant row indices keep the accumulators in registers; a loop to a
-    // runtime `mr` made the compiler keep them in (and clear) a stack array
-    // on every call, which cost 10% on Winograd's short-K GEMMs.
+    // runtime row count made the compiler keep them in (and clear) a stack
+    // array on every call, which cost 10% on Winograd's short-K GEMMs.
     macro_rules! rows {
-        ($($i:literal)*) => { $( if $i < mr { store($i, acc[$i]); } )* };
+        ($($i:literal)*) => { $( if $i < R { store($i, acc[$i]); } )* };
     }
     rows!(0 1 2 3 4 5 6 7 8 9 10 11);
 }

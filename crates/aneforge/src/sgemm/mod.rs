@@ -111,8 +111,10 @@ fn pack_rhs_f32(b: Mat, k: usize, n: usize) -> Vec<f32> {
     let mut data = vec![0.0; ld * k];
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
-        // SAFETY: the caller's `b` addresses a valid [k, n] matrix.
-        unsafe { pack_b(b.offset(pc, 0), kc, n, &mut data[ld * pc..ld * (pc + kc)]) };
+        for (p, panel) in data[ld * pc..ld * (pc + kc)].chunks_exact_mut(NR * kc).enumerate() {
+            // SAFETY: the caller's `b` addresses a valid [k, n] matrix.
+            unsafe { pack_b_panel(b.offset(pc, p * NR), kc, NR.min(n - p * NR), panel) };
+        }
     }
     data
 }
@@ -136,18 +138,49 @@ impl<'a, T> Packed<'a, T> {
     }
 }
 
-/// A GEMM operand: strided in memory, or packed ahead of time.
+/// A right operand that writes its own micro-panels instead of being read
+/// from memory. A convolution's im2col columns are made this way, a panel
+/// at a time straight into the packing buffer, so the unfolded matrix
+/// (7 MB for a ResNet stem) never goes out to memory and back.
+pub(crate) trait PanelSource: Sync {
+    /// Rows `pc..pc + kc` and columns `j0..j0 + cols` (cols ≤ NR) of the
+    /// operand as one micro-panel: element (kk, j) at `dst[kk * NR + j]`,
+    /// zero for j ≥ cols.
+    fn panel(&self, pc: usize, kc: usize, j0: usize, cols: usize, dst: &mut [f32]);
+}
+
+/// A [`PanelSource`] from column `col0` on.
+#[derive(Clone, Copy)]
+pub(crate) struct Source<'a> {
+    src: &'a dyn PanelSource,
+    col0: usize,
+}
+
+impl std::fmt::Debug for Source<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Source(from column {})", self.col0)
+    }
+}
+
+/// A GEMM operand: strided in memory, packed ahead of time, or (B only)
+/// generated panel by panel.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Operand<'a> {
     Strided(Mat),
     Packed(Packed<'a, f32>),
     PackedF16(Packed<'a, f16>),
+    Source(Source<'a>),
 }
 
 impl<'a> Operand<'a> {
     /// A [`pack_lhs_each`] result for `m` rows (fp16 if [`pack_lhs_each`] made it so).
     pub fn packed_lhs(p: &PackedData<'a>, m: usize) -> Operand<'a> {
         p.operand(m.next_multiple_of(MR))
+    }
+    /// A right operand made by `src` (AVX-512 machines only: the fallback
+    /// GEMM reads strided memory).
+    pub fn source(src: &'a dyn PanelSource) -> Operand<'a> {
+        Operand::Source(Source { src, col0: 0 })
     }
     /// A [`pack_rhs`] result for `n` columns.
     pub fn packed_rhs(p: &PackedData<'a>, n: usize) -> Operand<'a> {
@@ -159,7 +192,7 @@ impl<'a> Operand<'a> {
         match self {
             Operand::Packed(p) => Operand::Packed(Packed { data: &p.data[g * len..], ..p }),
             Operand::PackedF16(p) => Operand::PackedF16(Packed { data: &p.data[g * len..], ..p }),
-            Operand::Strided(_) => unreachable!("only packed operands hold several matrices"),
+            Operand::Strided(_) | Operand::Source(_) => unreachable!("only packed operands hold several matrices"),
         }
     }
     /// The operand from outer index `i` on (row of A or column of B);
@@ -169,6 +202,10 @@ impl<'a> Operand<'a> {
             Operand::Strided(s) => Operand::Strided(if lhs { s.offset(i, 0) } else { s.offset(0, i) }),
             Operand::Packed(p) => Operand::Packed(Packed { off: p.off + i, ..p }),
             Operand::PackedF16(p) => Operand::PackedF16(Packed { off: p.off + i, ..p }),
+            Operand::Source(s) => {
+                debug_assert!(!lhs, "sources are right operands");
+                Operand::Source(Source { col0: s.col0 + i, ..s })
+            }
         }
     }
 }
@@ -234,6 +271,9 @@ impl<'a> Epilogue<'a> {
 thread_local! {
     /// Packed A block, packed B block, one B micro-panel widened from fp16.
     static PACK: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// The operand every stripe of a threaded call reads, packed once by
+    /// the calling thread's call (grows to the largest one it has met).
+    static SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether the AVX-512 kernel can run here (checked once by std).
@@ -268,23 +308,138 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
     if threads <= 1 {
         return blocked(m, n, k, a, b, c, ldc, accumulate, epi);
     }
-    // Column stripes when there are enough columns (each task then packs
-    // all of A, the smaller operand in conv and linear layers), otherwise
-    // row stripes. Each task owns its stripe of C.
+    // Each task owns a stripe of C: whole columns or whole rows, whichever
+    // leaves the busiest task fewer (partial) tiles. The operand every
+    // stripe reads in full is packed once, by all threads together, rather
+    // than once per stripe.
     let out = OutPtr(c);
-    let by_cols = n >= threads * NR * 2 || m < threads * MR * 2;
+    let by_cols = split_cost(true, m, n, k, a, b, threads) <= split_cost(false, m, n, k, a, b, threads);
     let (len, tile) = if by_cols { (n, NR) } else { (m, MR) };
     let step = len.div_ceil(threads).next_multiple_of(tile);
-    (0..len.div_ceil(step)).into_par_iter().for_each(|t| {
-        let s0 = t * step;
-        let part = step.min(len - s0);
-        let out = out;
+    let run = |a: Operand, b: Operand| {
+        (0..len.div_ceil(step)).into_par_iter().for_each(|t| {
+            let s0 = t * step;
+            let part = step.min(len - s0);
+            let out = out;
+            if by_cols {
+                blocked(m, part, k, a, b.skip(s0, false), out.0.add(s0), ldc, accumulate, epi.skip(0, s0));
+            } else {
+                blocked(part, n, k, a.skip(s0, true), b, out.0.add(s0 * ldc), ldc, accumulate, epi.skip(s0, 0));
+            }
+        })
+    };
+    let shared = if by_cols { a } else { b };
+    if !shares(shared, if by_cols { m * k } else { k * n }) {
+        return run(a, b);
+    }
+    SHARED.with(|cell| {
+        // Busy only if a stripe's own work (say a kernel's nested GEMM)
+        // reached here: that call then packs per stripe, as it used to.
+        let Ok(mut buf) = cell.try_borrow_mut() else { return run(a, b) };
         if by_cols {
-            blocked(m, part, k, a, b.skip(s0, false), out.0.add(s0), ldc, accumulate, epi.skip(0, s0));
+            let ld = m.next_multiple_of(MR);
+            let data = prepack(&mut buf, ld * k, k, m, MR, |pc, kc, i0, rows, dst| pack_a(mat(a).offset(i0, pc), rows, kc, dst));
+            run(Operand::Packed(Packed { data, ld, off: 0 }), b)
         } else {
-            blocked(part, n, k, a.skip(s0, true), b, out.0.add(s0 * ldc), ldc, accumulate, epi.skip(s0, 0));
+            let ld = n.next_multiple_of(NR);
+            let data = prepack(&mut buf, ld * k, k, n, NR, |pc, kc, j0, cols, dst| pack_b_from(b, pc, kc, j0, cols, dst));
+            run(a, Operand::Packed(Packed { data, ld, off: 0 }))
         }
+    })
+}
+
+/// The strided matrix behind a left operand that is not packed.
+fn mat(a: Operand) -> Mat {
+    match a {
+        Operand::Strided(s) => s,
+        _ => unreachable!("only strided left operands are packed per call"),
+    }
+}
+
+/// Packs a whole operand (depth `k`, outer length `len` in tiles of `tile`)
+/// into `buf` in the layout of [`Packed`], all threads taking micro-panels
+/// in turn: `pack(pc, kc, i0, rows, dst)` writes one.
+fn prepack<'b>(buf: &'b mut Vec<f32>, total: usize, k: usize, len: usize, tile: usize, pack: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync) -> &'b [f32] {
+    if buf.len() < total {
+        buf.resize(total, 0.0);
+    }
+    let ld = len.next_multiple_of(tile);
+    let data = OutPtr(buf.as_mut_ptr());
+    let panels = ld / tile;
+    (0..k.div_ceil(KC) * panels).into_par_iter().for_each(|t| {
+        let (pc, i0) = ((t / panels) * KC, (t % panels) * tile);
+        let kc = KC.min(k - pc);
+        let data = data;
+        // SAFETY: each task writes its own panel of the `total` elements.
+        let dst = unsafe { std::slice::from_raw_parts_mut(data.0.add(ld * pc + i0 * kc), tile * kc) };
+        pack(pc, kc, i0, tile.min(len - i0), dst);
     });
+    &buf[..total]
+}
+
+/// Largest operand (in elements) packed once for all stripes: beyond it
+/// the packed copy no longer stays in the last-level cache, and packing it
+/// all before any product reads it costs a trip through memory that
+/// per-stripe packing (block by block, into L2) does not.
+const SHARED_MAX: usize = 1 << 20;
+
+/// Whether a threaded call packs `op`, the operand every stripe reads, up
+/// front (see [`SHARED_MAX`]).
+fn shares(op: Operand, elems: usize) -> bool {
+    matches!(op, Operand::Strided(_) | Operand::Source(_)) && elems <= SHARED_MAX
+}
+
+/// Estimated cycles of the busiest thread when C is cut into column
+/// stripes (`by_cols`) or row stripes: its tiles (a short edge tile costs
+/// less, the kernel is sized to it), plus the packing and fp16 widening it
+/// does. It decides the split: a 49-column GEMM split by columns, for
+/// instance, has every thread widen all of a 9 MB fp16 weight.
+fn split_cost(by_cols: bool, m: usize, n: usize, k: usize, a: Operand, b: Operand, threads: usize) -> f32 {
+    let t = threads as f32;
+    let (rows, cols) = if by_cols { (m, n.div_ceil(threads).next_multiple_of(NR).min(n)) } else { (m.div_ceil(threads).next_multiple_of(MR).min(m), n) };
+    // 24 FMAs per k step of a full tile, two per cycle.
+    let compute = edge_cost(rows, MR) * edge_cost(cols, NR) * (k * 12) as f32;
+    // Per element: packing ~1 cycle, widening fp16 ~0.5. Packed fp16 is
+    // widened again for every block of the other operand.
+    let (ea, eb) = ((m * k) as f32, (k * n) as f32);
+    let pack_a = match a {
+        Operand::Strided(_) if by_cols => {
+            if shares(a, m * k) {
+                ea / t
+            } else {
+                ea
+            }
+        }
+        Operand::Strided(_) => ea / t,
+        Operand::PackedF16(_) => 0.5 * (ea * rows as f32 / m as f32) * cols.div_ceil(NC) as f32,
+        _ => 0.0,
+    };
+    let pack_b = match b {
+        Operand::Strided(_) | Operand::Source(_) if !by_cols => {
+            if shares(b, k * n) {
+                eb / t
+            } else {
+                eb
+            }
+        }
+        Operand::Strided(_) | Operand::Source(_) => eb / t,
+        Operand::PackedF16(_) => 0.5 * (eb * cols as f32 / n as f32) * rows.div_ceil(MC) as f32,
+        _ => 0.0,
+    };
+    compute + pack_a + pack_b
+}
+
+/// Cost of `len` rows (tile MR) or columns (tile NR) in whole tiles: a
+/// short last tile costs its rows (with a floor, for latency) or its
+/// 16-lane vectors.
+fn edge_cost(len: usize, tile: usize) -> f32 {
+    let (full, rest) = (len / tile, len % tile);
+    let part = match (rest, tile == NR) {
+        (0, _) => 0.0,
+        (r, true) => r.div_ceil(16) as f32 * 16.0 / NR as f32,
+        (r, false) => r.max(3) as f32 / tile as f32,
+    };
+    full as f32 + part
 }
 
 /// One thread: the three blocking loops around the register kernel.
@@ -310,7 +465,7 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
         let mut bufs = cell.borrow_mut();
         let (pa, pb, panel) = &mut *bufs;
         let need_a = if matches!(a, Operand::Packed(_)) { 0 } else { m.next_multiple_of(MR).min(MC) * KC };
-        let need_b = if matches!(b, Operand::Strided(_)) { n.next_multiple_of(NR).min(NC) * KC } else { 0 };
+        let need_b = if matches!(b, Operand::Strided(_) | Operand::Source(_)) { n.next_multiple_of(NR).min(NC) * KC } else { 0 };
         if panel.len() < KC * NR {
             panel.resize(KC * NR, 0.0);
         }
@@ -328,13 +483,16 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                 // fp16 B is widened a micro-panel at a time, into a buffer
                 // that stays in L1 while every row tile of A passes over it.
                 let (bblock, half): (&[f32], &[f16]) = match b {
-                    Operand::Strided(s) => {
-                        let pb = &mut pb[..nc.next_multiple_of(NR) * kc];
-                        pack_b(s.offset(pc, jc), kc, nc, pb);
-                        (pb, &[])
-                    }
                     Operand::Packed(p) => (p.block(pc, kc, jc), &[]),
                     Operand::PackedF16(p) => (&[], p.block(pc, kc, jc)),
+                    Operand::Strided(_) | Operand::Source(_) => {
+                        let pb = &mut pb[..nc.next_multiple_of(NR) * kc];
+                        for (p, panel) in pb.chunks_exact_mut(NR * kc).enumerate() {
+                            let j0 = jc + p * NR;
+                            pack_b_from(b, pc, kc, j0, NR.min(n - j0), panel);
+                        }
+                        (pb, &[])
+                    }
                 };
                 let last = pc + kc == k;
                 let add = accumulate || pc > 0;
@@ -347,6 +505,7 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                             pa
                         }
                         Operand::Packed(p) => p.block(pc, kc, ic),
+                        Operand::Source(_) => unreachable!("sources are right operands"),
                         Operand::PackedF16(p) => {
                             let pa = &mut pa[..mc.next_multiple_of(MR) * kc];
                             f16_to_f32_serial(&p.block(pc, kc, ic)[..pa.len()], pa);
@@ -436,29 +595,32 @@ unsafe fn pack_a(a: Mat, mc: usize, kc: usize, dst: &mut [f32]) {
     }
 }
 
-/// Packs a [kc, nc] block of B as NR-column micro-panels, k-major inside
-/// each; short panels are zero-padded.
-unsafe fn pack_b(b: Mat, kc: usize, nc: usize, dst: &mut [f32]) {
-    for (p, panel) in dst.chunks_exact_mut(NR * kc).enumerate() {
-        let j0 = p * NR;
-        let cols = NR.min(nc - j0);
-        #[cfg(target_arch = "x86_64")]
-        if b.cs == 1 && has_avx512() {
-            avx512::pack_b_panel(b.ptr.offset(j0 as isize), b.rs, kc, cols, panel);
-            continue;
+/// Micro-panel `j0..j0 + cols` (cols ≤ NR) of rows `pc..pc + kc` of a B
+/// that is not packed ahead of time: [kc][NR], zero-padded.
+unsafe fn pack_b_from(b: Operand, pc: usize, kc: usize, j0: usize, cols: usize, panel: &mut [f32]) {
+    match b {
+        Operand::Source(s) => s.src.panel(pc, kc, s.col0 + j0, cols, panel),
+        Operand::Strided(b) => pack_b_panel(b.offset(pc, j0), kc, cols, panel),
+        _ => unreachable!("packed operands are read in place"),
+    }
+}
+
+unsafe fn pack_b_panel(b: Mat, kc: usize, cols: usize, panel: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if b.cs == 1 && has_avx512() {
+        return avx512::pack_b_panel(b.ptr, b.rs, kc, cols, panel);
+    }
+    if b.cs == 1 {
+        for kk in 0..kc {
+            let src = std::slice::from_raw_parts(b.ptr.offset(kk as isize * b.rs), cols);
+            let row = &mut panel[kk * NR..(kk + 1) * NR];
+            row[..cols].copy_from_slice(src);
+            row[cols..].fill(0.0);
         }
-        if b.cs == 1 {
+    } else {
+        for j in 0..NR {
             for kk in 0..kc {
-                let src = std::slice::from_raw_parts(b.ptr.offset(kk as isize * b.rs + j0 as isize), cols);
-                let row = &mut panel[kk * NR..(kk + 1) * NR];
-                row[..cols].copy_from_slice(src);
-                row[cols..].fill(0.0);
-            }
-        } else {
-            for j in 0..NR {
-                for kk in 0..kc {
-                    panel[kk * NR + j] = if j < cols { b.at(kk, j0 + j) } else { 0.0 };
-                }
+                panel[kk * NR + j] = if j < cols { b.at(kk, j) } else { 0.0 };
             }
         }
     }
@@ -469,7 +631,7 @@ unsafe fn pack_b(b: Mat, kc: usize, nc: usize, dst: &mut [f32]) {
 #[allow(clippy::too_many_arguments)]
 unsafe fn fallback(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut f32, ldc: usize, accumulate: bool, epi: Epilogue, parallel: bool) {
     let (Operand::Strided(a), Operand::Strided(b)) = (a, b) else {
-        unreachable!("operands are only packed ahead of time when the AVX-512 kernel runs")
+        unreachable!("operands are only packed ahead of time, or generated, when the AVX-512 kernel runs")
     };
     let par = if parallel && m * n * k >= PAR_WORK { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     if k > 0 {

@@ -167,7 +167,7 @@ fn zero_depth_clears_or_keeps() {
 #[test]
 #[ignore]
 fn throughput() {
-    let shapes = [(64, 3136, 576, "3x3 conv im2col"), (64, 784, 64, "winograd 64ch"), (256, 196, 256, "1x1 conv"), (197, 768, 768, "linear"), (197, 3072, 768, "mlp up"), (512, 49, 4608, "late 3x3 conv")];
+    let shapes = [(64, 3136, 576, "3x3 conv im2col"), (64, 784, 64, "winograd 64ch"), (256, 196, 256, "1x1 conv"), (197, 768, 768, "linear"), (197, 3072, 768, "mlp up"), (256, 196, 2304, "14x14 3x3 conv"), (512, 49, 4608, "late 3x3 conv"), (49, 512, 4608, "late, transposed")];
     for &(m, n, k, what) in &shapes {
         let a = data(m * k, 1);
         let b = data(k * n, 2);
@@ -192,14 +192,19 @@ fn throughput() {
             let pd = PackedData::new(&packed);
             let pa = Operand::packed_lhs(&pd, m);
             let pre = time(&mut || unsafe { sgemm(m, n, k, pa, bm, c.as_mut_ptr(), n, false, Epilogue::default(), parallel) });
+            let packed_b = pack_rhs(Mat::rows(&b, n), k, n, m);
+            let pdb = PackedData::new(&packed_b);
+            let pb = Operand::packed_rhs(&pdb, n);
+            let pre_b = time(&mut || unsafe { sgemm(m, n, k, am, pb, c.as_mut_ptr(), n, false, Epilogue::default(), parallel) });
             let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
             let theirs = time(&mut || unsafe {
                 gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0, false, false, false, par)
             });
             println!(
-                "{what:>16} {m}x{n}x{k} par={parallel:<5}  ours {:6.1}  prepacked {:6.1}  gemm crate {:6.1} GFLOP/s",
+                "{what:>16} {m}x{n}x{k} par={parallel:<5}  ours {:6.1}  prepacked A {:6.1}  B {:6.1}  gemm crate {:6.1} GFLOP/s",
                 flops / ours / 1e9,
                 flops / pre / 1e9,
+                flops / pre_b / 1e9,
                 flops / theirs / 1e9
             );
         }

@@ -383,12 +383,13 @@ impl SimProgram {
                     step.op.eval(views, &mut out[..n], &step.out_shape, scratch, &self.ctx);
                 });
             }
+            let t1 = profile.then(std::time::Instant::now);
             if step.round {
                 round_f16_slice(&mut out[..n]);
             }
             st.slots[step.out] = out;
-            if let Some(t0) = t0 {
-                record(&step.op.name(), t0.elapsed().as_secs_f64());
+            if let (Some(t0), Some(t1)) = (t0, t1) {
+                record(step, t1 - t0, t1.elapsed());
             }
         }
         // Resident updates: the new values replace the state for the next run.
@@ -435,21 +436,48 @@ fn with_views<'a>(buf: &mut Vec<View<'static>>, f: impl FnOnce(&mut Vec<View<'a>
 
 /// `ANEFORGE_PROFILE=1`: time every kernel the sim runs, by op name, and
 /// print the totals when the process exits (to find where a training step
-/// spends its time).
+/// spends its time). `ANEFORGE_PROFILE=shapes` keys the table by op and
+/// input shapes instead, to tell apart the layers of one op kind. The fp16
+/// rounding pass after a kernel is counted on a row of its own.
 fn profiling() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ANEFORGE_PROFILE").is_ok_and(|v| v != "0"))
+    profile_mode() != ProfileMode::Off
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ProfileMode {
+    Off,
+    ByOp,
+    ByShape,
+}
+
+fn profile_mode() -> ProfileMode {
+    static MODE: std::sync::OnceLock<ProfileMode> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("ANEFORGE_PROFILE").as_deref() {
+        Err(_) | Ok("") | Ok("0") => ProfileMode::Off,
+        Ok("shapes") => ProfileMode::ByShape,
+        Ok(_) => ProfileMode::ByOp,
+    })
 }
 
 type ProfileTable = std::collections::HashMap<String, (f64, u64)>;
 static PROFILE: std::sync::Mutex<Option<ProfileTable>> = std::sync::Mutex::new(None);
 
-fn record(op: &str, secs: f64) {
+fn record(step: &Step, kernel: std::time::Duration, round: std::time::Duration) {
+    let op = match profile_mode() {
+        ProfileMode::ByShape => format!("{} {:?}", step.op.name(), step.in_shapes),
+        _ => step.op.name().to_string(),
+    };
     if let Ok(mut g) = PROFILE.lock() {
         let first = g.is_none();
-        let e = g.get_or_insert_with(Default::default).entry(op.to_string()).or_default();
-        e.0 += secs;
+        let t = g.get_or_insert_with(Default::default);
+        let e = t.entry(op).or_default();
+        e.0 += kernel.as_secs_f64();
         e.1 += 1;
+        if step.round {
+            let e = t.entry("(fp16 rounding)".to_string()).or_default();
+            e.0 += round.as_secs_f64();
+            e.1 += 1;
+        }
         if first {
             extern "C" fn report() {
                 eprintln!("{}", profile_report());
@@ -473,7 +501,7 @@ pub fn profile_report() -> String {
     let total: f64 = v.iter().map(|e| e.1 .0).sum();
     let mut s = format!("[aneforge] sim kernel time by op (total {:.1} ms)\n", total * 1e3);
     for (name, (secs, n)) in v {
-        s += &format!("  {name:<22} {:9.2} ms {:5.1}%  {n} calls\n", secs * 1e3, 100.0 * secs / total.max(1e-12));
+        s += &format!("  {name:<40} {:9.2} ms {:5.1}%  {n} calls\n", secs * 1e3, 100.0 * secs / total.max(1e-12));
     }
     s
 }
