@@ -125,6 +125,9 @@ impl OpDef for Conv {
             return super::winograd::scratch_len(ins[0].shape[1], out.shape[1], out.shape[2], out.shape[3]);
         }
         // The AVX-512 GEMM unfolds the input panel by panel (see `eval`).
+        if self.is_transposed(ins[0].shape[1], out) {
+            return out.numel() / out.shape[0];
+        }
         if self.is_pointwise() || self.is_depthwise(ins[0].shape[1], out.shape[1]) || crate::sgemm::packs_constants() {
             return 0;
         }
@@ -159,6 +162,23 @@ impl OpDef for Conv {
                 let dst = &mut out[b * o * plane..(b + 1) * o * plane];
                 let pad = [self.window.pad[0], self.window.pad[1]];
                 super::winograd::conv3x3(xin, c, h, wd, w.data, prepared, o, pad, dst, oh, ow, finish, scratch);
+            }
+        } else if let Some(wt) = prepared.filter(|_| self.is_transposed_dims(c, o, oh, ow)) {
+            // Outputᵀ [plane, o] = unfolded inputᵀ · weightᵀ, then transposed
+            // into place: the positions take the GEMM's 12-row side.
+            let (ct, wt) = (&mut scratch[..plane * o], Operand::packed_rhs(&PackedData::new(wt), o));
+            let epi = Epilogue { row_bias: None, col_bias: self.bias.then(|| ins[2].data), clamp };
+            for b in 0..n {
+                let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
+                let source = Im2col::new(xin, [h, wd], [oh, ow], &self.window);
+                // SAFETY: the source is [kk, plane] (so [plane, kk] as A), wt is [kk, o], ct is [plane, o].
+                unsafe { sgemm(plane, o, kk, Operand::source(&source), wt, ct.as_mut_ptr(), o, false, epi, true) };
+                let dst = &mut out[b * o * plane..(b + 1) * o * plane];
+                for (p, row) in ct.chunks_exact(o).enumerate() {
+                    for (ch, &v) in row.iter().enumerate() {
+                        dst[ch * plane + p] = v;
+                    }
+                }
             }
         } else {
             let parallel = og * plane * kk >= 1 << 17;
@@ -214,6 +234,10 @@ impl OpDef for Conv {
         if self.is_depthwise(c, o) || !crate::sgemm::packs_constants() {
             return None;
         }
+        let kk = w.len() / o;
+        if self.is_transposed(c, out) {
+            return Some(crate::sgemm::pack_rhs(Mat::cols(w, kk), kk, o, out.numel() / (o * out.shape[0])));
+        }
         let og = o / self.groups;
         Some(crate::sgemm::pack_lhs_each(w, self.groups, og, w.len() / o))
     }
@@ -228,6 +252,20 @@ impl Conv {
     }
     fn is_winograd_dims(&self, c: usize, o: usize, oh: usize, ow: usize) -> bool {
         self.groups == 1 && self.is_3x3_s1() && super::winograd::applies(c, o, oh, ow)
+    }
+    /// Whether the GEMM runs transposed (see `sgemm::prefers_transposed`):
+    /// small output planes, such as ResNet's 7x7 ones. Needs the
+    /// AVX-512 GEMM (the unfolded input as a left operand) and, at run
+    /// time, a constant weight (packed as the right operand).
+    fn is_transposed(&self, c: usize, out: &Fact) -> bool {
+        self.is_transposed_dims(c, out.shape[1], out.shape[2], out.shape[3])
+    }
+    fn is_transposed_dims(&self, c: usize, o: usize, oh: usize, ow: usize) -> bool {
+        crate::sgemm::packs_constants()
+            && self.groups == 1
+            && !self.is_winograd_dims(c, o, oh, ow)
+            && !self.is_depthwise(c, o)
+            && crate::sgemm::prefers_transposed(o, oh * ow)
     }
     fn is_pointwise(&self) -> bool {
         self.window.kernel == [1, 1] && self.window.stride == [1, 1] && self.window.pad == [0; 4]

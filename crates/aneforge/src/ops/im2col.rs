@@ -94,13 +94,14 @@ fn in_bounds(w: usize, ow: usize, win: &Window, kj: usize) -> (usize, usize) {
 }
 
 impl PanelSource for Im2col<'_> {
-    fn panel(&self, pc: usize, kc: usize, j0: usize, cols: usize, dst: &mut [f32]) {
+    fn panel(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
+        debug_assert!(cols <= width && width <= NR && dst.len() >= kc * width);
         #[cfg(target_arch = "x86_64")]
         if crate::sgemm::has_avx512() && std::arch::is_x86_feature_detected!("bmi2") {
             // SAFETY: AVX-512F and BMI2 were just detected.
-            return unsafe { self.panel_avx512(pc, kc, j0, cols, dst) };
+            return unsafe { self.panel_avx512(pc, kc, j0, cols, width, dst) };
         }
-        self.panel_scalar(pc, kc, j0, cols, dst)
+        self.panel_scalar(pc, kc, j0, cols, width, dst)
     }
 }
 
@@ -129,7 +130,7 @@ impl Im2col<'_> {
     /// gather, which is several times slower.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,bmi2")]
-    unsafe fn panel_avx512(&self, pc: usize, kc: usize, j0: usize, cols: usize, dst: &mut [f32]) {
+    unsafe fn panel_avx512(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
         use std::arch::x86_64::*;
         let ([h, w], [_, ow]) = (self.hw, self.ohw);
         let ([sy, sx], [dy, dx]) = (self.win.stride, self.win.dilation);
@@ -153,11 +154,13 @@ impl Im2col<'_> {
         let (hv, wv) = (_mm512_set1_epi32(h as i32), _mm512_set1_epi32(w as i32));
         let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let d = dst.as_mut_ptr();
+        let groups = width.div_ceil(16);
+        let last = crate::sgemm::lane_mask(width - 16 * (groups - 1));
         for (kk, (ci, ki, kj)) in self.rows(pc, kc).enumerate() {
             let plane = self.x.as_ptr().add(ci * h * w);
             let (oy, ox) = ((ki * dy) as i32, (kj * dx) as i32);
             let shift = oy * w as i32 + ox;
-            for g in 0..2 {
+            for g in 0..groups {
                 let iy = _mm512_add_epi32(y[g], _mm512_set1_epi32(oy));
                 let ix = _mm512_add_epi32(x[g], _mm512_set1_epi32(ox));
                 // Unsigned compares: a negative row or column is out of range too.
@@ -174,13 +177,18 @@ impl Im2col<'_> {
                     }
                     _ => _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), ok, _mm512_add_epi32(base[g], _mm512_set1_epi32(shift)), plane.cast()),
                 };
-                _mm512_storeu_ps(d.add(kk * NR + 16 * g), v);
+                let at = d.add(kk * width + 16 * g);
+                if g + 1 < groups {
+                    _mm512_storeu_ps(at, v);
+                } else {
+                    _mm512_mask_storeu_ps(at, last, v);
+                }
             }
         }
     }
 
     /// The same, a run of output columns at a time (machines without AVX-512).
-    fn panel_scalar(&self, pc: usize, kc: usize, j0: usize, cols: usize, dst: &mut [f32]) {
+    fn panel_scalar(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
         let ([h, w], [_, ow]) = (self.hw, self.ohw);
         let ([sy, sx], [dy, dx]) = (self.win.stride, self.win.dilation);
         let (py, px) = (self.win.pad[0] as isize, self.win.pad[1] as isize);
@@ -196,7 +204,7 @@ impl Im2col<'_> {
             nruns += 1;
             lane += len;
         }
-        for ((ci, ki, kj), row) in self.rows(pc, kc).zip(dst[..kc * NR].chunks_exact_mut(NR)) {
+        for ((ci, ki, kj), row) in self.rows(pc, kc).zip(dst[..kc * width].chunks_exact_mut(width)) {
             row.fill(0.0);
             let plane = &self.x[ci * h * w..(ci + 1) * h * w];
             let (lo, hi) = if kj < KX_TABLE { self.bounds[kj] } else { in_bounds(w, ow, self.win, kj) };
@@ -219,6 +227,7 @@ impl Im2col<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sgemm::MR;
 
     /// Every panel of the source (the AVX-512 and the scalar one), at every
     /// block offset, matches the written-out im2col (itself checked against numpy through the conv
@@ -247,16 +256,16 @@ mod tests {
             let src = Im2col::new(&x, [h, w], [oh, ow], &win);
             for pc in [0, 1, k / 2] {
                 let kc = (k - pc).min(5);
-                for j0 in (0..n).step_by(NR).chain([1, n.saturating_sub(3)]) {
-                    let cols = NR.min(n - j0);
-                    let mut panels = vec![vec![f32::NAN; kc * NR]; 2];
-                    src.panel(pc, kc, j0, cols, &mut panels[0]);
-                    src.panel_scalar(pc, kc, j0, cols, &mut panels[1]);
+                for (width, j0) in [NR, MR].into_iter().flat_map(|wd| (0..n).step_by(wd).chain([1, n.saturating_sub(3)]).map(move |j0| (wd, j0))) {
+                    let cols = width.min(n - j0);
+                    let mut panels = vec![vec![f32::NAN; kc * width]; 2];
+                    src.panel(pc, kc, j0, cols, width, &mut panels[0]);
+                    src.panel_scalar(pc, kc, j0, cols, width, &mut panels[1]);
                     for panel in &panels {
                         for kk in 0..kc {
-                            for j in 0..NR {
+                            for j in 0..width {
                                 let want = if j < cols { full[(pc + kk) * n + j0 + j] } else { 0.0 };
-                                assert_eq!(panel[kk * NR + j], want, "{kernel:?}/{stride:?} pc {pc} kk {kk} j0 {j0} j {j}");
+                                assert_eq!(panel[kk * width + j], want, "{kernel:?}/{stride:?} width {width} pc {pc} kk {kk} j0 {j0} j {j}");
                             }
                         }
                     }

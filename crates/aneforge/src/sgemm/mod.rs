@@ -138,15 +138,19 @@ impl<'a, T> Packed<'a, T> {
     }
 }
 
-/// A right operand that writes its own micro-panels instead of being read
-/// from memory. A convolution's im2col columns are made this way, a panel
-/// at a time straight into the packing buffer, so the unfolded matrix
-/// (7 MB for a ResNet stem) never goes out to memory and back.
+/// An operand that writes its own micro-panels instead of being read from
+/// memory. A convolution's im2col columns are made this way, a panel at a
+/// time straight into the packing buffer, so the unfolded matrix (7 MB for
+/// a ResNet stem) never goes out to memory and back.
+///
+/// It is a [k, n] matrix; as a right operand its panels are NR columns
+/// wide, as a left operand it stands for its transpose, [n, k], and its
+/// panels are MR of those rows: the same layout at another width.
 pub(crate) trait PanelSource: Sync {
-    /// Rows `pc..pc + kc` and columns `j0..j0 + cols` (cols ≤ NR) of the
-    /// operand as one micro-panel: element (kk, j) at `dst[kk * NR + j]`,
-    /// zero for j ≥ cols.
-    fn panel(&self, pc: usize, kc: usize, j0: usize, cols: usize, dst: &mut [f32]);
+    /// Rows `pc..pc + kc` and columns `j0..j0 + cols` (cols ≤ width ≤ NR)
+    /// as one micro-panel: element (kk, j) at `dst[kk * width + j]`, zero
+    /// for j ≥ cols.
+    fn panel(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]);
 }
 
 /// A [`PanelSource`] from column `col0` on.
@@ -162,8 +166,8 @@ impl std::fmt::Debug for Source<'_> {
     }
 }
 
-/// A GEMM operand: strided in memory, packed ahead of time, or (B only)
-/// generated panel by panel.
+/// A GEMM operand: strided in memory, packed ahead of time, or generated
+/// panel by panel.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Operand<'a> {
     Strided(Mat),
@@ -177,8 +181,8 @@ impl<'a> Operand<'a> {
     pub fn packed_lhs(p: &PackedData<'a>, m: usize) -> Operand<'a> {
         p.operand(m.next_multiple_of(MR))
     }
-    /// A right operand made by `src` (AVX-512 machines only: the fallback
-    /// GEMM reads strided memory).
+    /// An operand made by `src` (AVX-512 machines only: the fallback GEMM
+    /// reads strided memory). As a left operand it is `src`'s transpose.
     pub fn source(src: &'a dyn PanelSource) -> Operand<'a> {
         Operand::Source(Source { src, col0: 0 })
     }
@@ -202,10 +206,7 @@ impl<'a> Operand<'a> {
             Operand::Strided(s) => Operand::Strided(if lhs { s.offset(i, 0) } else { s.offset(0, i) }),
             Operand::Packed(p) => Operand::Packed(Packed { off: p.off + i, ..p }),
             Operand::PackedF16(p) => Operand::PackedF16(Packed { off: p.off + i, ..p }),
-            Operand::Source(s) => {
-                debug_assert!(!lhs, "sources are right operands");
-                Operand::Source(Source { col0: s.col0 + i, ..s })
-            }
+            Operand::Source(s) => Operand::Source(Source { col0: s.col0 + i, ..s }),
         }
     }
 }
@@ -268,12 +269,14 @@ impl<'a> Epilogue<'a> {
     }
 }
 
+/// The operand every stripe of a threaded call reads, packed once. One
+/// for the process, not per thread: whichever thread makes the call, the
+/// buffer has already grown to the largest operand a warm program packs.
+static SHARED: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+
 thread_local! {
     /// Packed A block, packed B block, one B micro-panel widened from fp16.
     static PACK: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
-    /// The operand every stripe of a threaded call reads, packed once by
-    /// the calling thread's call (grows to the largest one it has met).
-    static SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether the AVX-512 kernel can run here (checked once by std).
@@ -332,27 +335,17 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
     if !shares(shared, if by_cols { m * k } else { k * n }) {
         return run(a, b);
     }
-    SHARED.with(|cell| {
-        // Busy only if a stripe's own work (say a kernel's nested GEMM)
-        // reached here: that call then packs per stripe, as it used to.
-        let Ok(mut buf) = cell.try_borrow_mut() else { return run(a, b) };
-        if by_cols {
-            let ld = m.next_multiple_of(MR);
-            let data = prepack(&mut buf, ld * k, k, m, MR, |pc, kc, i0, rows, dst| pack_a(mat(a).offset(i0, pc), rows, kc, dst));
-            run(Operand::Packed(Packed { data, ld, off: 0 }), b)
-        } else {
-            let ld = n.next_multiple_of(NR);
-            let data = prepack(&mut buf, ld * k, k, n, NR, |pc, kc, j0, cols, dst| pack_b_from(b, pc, kc, j0, cols, dst));
-            run(a, Operand::Packed(Packed { data, ld, off: 0 }))
-        }
-    })
-}
-
-/// The strided matrix behind a left operand that is not packed.
-fn mat(a: Operand) -> Mat {
-    match a {
-        Operand::Strided(s) => s,
-        _ => unreachable!("only strided left operands are packed per call"),
+    // Busy only if a stripe's own work (say a kernel's nested GEMM)
+    // reached here: that call then packs per stripe, as it used to.
+    let Ok(mut buf) = SHARED.try_lock() else { return run(a, b) };
+    if by_cols {
+        let ld = m.next_multiple_of(MR);
+        let data = prepack(&mut buf, ld * k, k, m, MR, |pc, kc, i0, rows, dst| pack_a_from(a, pc, kc, i0, rows, dst));
+        run(Operand::Packed(Packed { data, ld, off: 0 }), b)
+    } else {
+        let ld = n.next_multiple_of(NR);
+        let data = prepack(&mut buf, ld * k, k, n, NR, |pc, kc, j0, cols, dst| pack_b_from(b, pc, kc, j0, cols, dst));
+        run(a, Operand::Packed(Packed { data, ld, off: 0 }))
     }
 }
 
@@ -403,14 +396,14 @@ fn split_cost(by_cols: bool, m: usize, n: usize, k: usize, a: Operand, b: Operan
     // widened again for every block of the other operand.
     let (ea, eb) = ((m * k) as f32, (k * n) as f32);
     let pack_a = match a {
-        Operand::Strided(_) if by_cols => {
+        Operand::Strided(_) | Operand::Source(_) if by_cols => {
             if shares(a, m * k) {
                 ea / t
             } else {
                 ea
             }
         }
-        Operand::Strided(_) => ea / t,
+        Operand::Strided(_) | Operand::Source(_) => ea / t,
         Operand::PackedF16(_) => 0.5 * (ea * rows as f32 / m as f32) * cols.div_ceil(NC) as f32,
         _ => 0.0,
     };
@@ -427,6 +420,13 @@ fn split_cost(by_cols: bool, m: usize, n: usize, k: usize, a: Operand, b: Operan
         _ => 0.0,
     };
     compute + pack_a + pack_b
+}
+
+/// Whether C = A·B [m, n] is cheaper computed as Cᵀ = Bᵀ·Aᵀ [n, m]: a
+/// 49-column product wastes a quarter of its 32-wide tiles, while 49 rows
+/// fill four 12-row tiles and a cheap 1-row one.
+pub(crate) fn prefers_transposed(m: usize, n: usize) -> bool {
+    edge_cost(n, MR) * edge_cost(m, NR) < 0.9 * edge_cost(m, MR) * edge_cost(n, NR)
 }
 
 /// Cost of `len` rows (tile MR) or columns (tile NR) in whole tiles: a
@@ -499,13 +499,15 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
                     let ablock: &[f32] = match a {
-                        Operand::Strided(s) => {
+                        Operand::Strided(_) | Operand::Source(_) => {
                             let pa = &mut pa[..mc.next_multiple_of(MR) * kc];
-                            pack_a(s.offset(ic, pc), mc, kc, pa);
+                            for (p, panel) in pa.chunks_exact_mut(MR * kc).enumerate() {
+                                let i0 = ic + p * MR;
+                                pack_a_from(a, pc, kc, i0, MR.min(m - i0), panel);
+                            }
                             pa
                         }
                         Operand::Packed(p) => p.block(pc, kc, ic),
-                        Operand::Source(_) => unreachable!("sources are right operands"),
                         Operand::PackedF16(p) => {
                             let pa = &mut pa[..mc.next_multiple_of(MR) * kc];
                             f16_to_f32_serial(&p.block(pc, kc, ic)[..pa.len()], pa);
@@ -595,11 +597,21 @@ unsafe fn pack_a(a: Mat, mc: usize, kc: usize, dst: &mut [f32]) {
     }
 }
 
+/// Micro-panel `i0..i0 + rows` (rows ≤ MR) of columns `pc..pc + kc` of an
+/// A that is not packed ahead of time: [kc][MR], zero-padded.
+unsafe fn pack_a_from(a: Operand, pc: usize, kc: usize, i0: usize, rows: usize, panel: &mut [f32]) {
+    match a {
+        Operand::Source(s) => s.src.panel(pc, kc, s.col0 + i0, rows, MR, panel),
+        Operand::Strided(a) => pack_a(a.offset(i0, pc), rows, kc, panel),
+        _ => unreachable!("packed operands are read in place"),
+    }
+}
+
 /// Micro-panel `j0..j0 + cols` (cols ≤ NR) of rows `pc..pc + kc` of a B
 /// that is not packed ahead of time: [kc][NR], zero-padded.
 unsafe fn pack_b_from(b: Operand, pc: usize, kc: usize, j0: usize, cols: usize, panel: &mut [f32]) {
     match b {
-        Operand::Source(s) => s.src.panel(pc, kc, s.col0 + j0, cols, panel),
+        Operand::Source(s) => s.src.panel(pc, kc, s.col0 + j0, cols, NR, panel),
         Operand::Strided(b) => pack_b_panel(b.offset(pc, j0), kc, cols, panel),
         _ => unreachable!("packed operands are read in place"),
     }
