@@ -129,7 +129,7 @@ impl OpDef for Pool {
                 for (q, dst) in block.chunks_mut(oh * ow).enumerate() {
                     let p = c * per + q;
                     let src = &x.data[p * h * w..(p + 1) * h * w];
-                    if kind == PoolKind::Max && !ieee && w <= MAX_ROW {
+                    if kind == PoolKind::Max && !ieee && ow > 0 && win.pad[1] + w <= MAX_ROW && (ow - 1) * win.stride[1] + win.kernel[1] <= MAX_ROW {
                         max_plane(src, [h, w], dst, [oh, ow], &win);
                         continue;
                     }
@@ -174,18 +174,26 @@ impl OpDef for Pool {
     }
 }
 
-/// Widest input row the separable max pool stages on the stack.
-const MAX_ROW: usize = 4096;
+/// Widest (padded) input row the separable max pool stages on the stack;
+/// its two row buffers are cleared for every plane, so not much wider.
+const MAX_ROW: usize = 1024;
 
 /// Max pool of one plane, separably: the max down each window's rows is a
-/// contiguous, vectorised pass into a row buffer, then each output takes
-/// the max across its window of that buffer. NaN is skipped (f32::max), as
-/// the unvectorised path does outside IEEE mode.
+/// contiguous, vectorised pass into a row buffer (with the padding as -inf
+/// on both sides), then a running max across `kw` neighbours, also
+/// vectorised, leaves each window's max at its start, read at the stride.
+/// NaN is skipped (f32::max), as the unvectorised path does outside IEEE
+/// mode.
 fn max_plane(src: &[f32], [h, w]: [usize; 2], dst: &mut [f32], [oh, ow]: [usize; 2], win: &Window) {
+    let (kw, sx, left) = (win.kernel[1], win.stride[1], win.pad[1]);
+    // Padded row: the last window ends at (ow - 1)·sx + kw.
+    let len = ((ow - 1) * sx + kw).max(left + w);
     let mut buf = [f32::NEG_INFINITY; MAX_ROW];
-    let rowmax = &mut buf[..w];
+    let mut run = [f32::NEG_INFINITY; MAX_ROW];
+    let starts = (ow - 1) * sx + 1;
     for oy in 0..oh {
         let (_, _, ya, yb) = win.span(0, oy, h);
+        let rowmax = &mut buf[left..left + w];
         if ya >= yb {
             rowmax.fill(f32::NEG_INFINITY);
         } else {
@@ -196,9 +204,15 @@ fn max_plane(src: &[f32], [h, w]: [usize; 2], dst: &mut [f32], [oh, ow]: [usize;
                 }
             }
         }
-        for (ox, d) in dst[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
-            let (_, _, xa, xb) = win.span(1, ox, w);
-            *d = rowmax[xa.min(xb)..xb].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let run = &mut run[..starts];
+        run.copy_from_slice(&buf[..starts]);
+        for t in 1..kw {
+            for (a, &b) in run.iter_mut().zip(&buf[t..len]) {
+                *a = a.max(b);
+            }
+        }
+        for (d, &m) in dst[oy * ow..(oy + 1) * ow].iter_mut().zip(run.iter().step_by(sx)) {
+            *d = m;
         }
     }
 }
