@@ -166,16 +166,22 @@ impl Im2col<'_> {
                 // Unsigned compares: a negative row or column is out of range too.
                 let ok = _mm512_cmplt_epu32_mask(iy, hv) & _mm512_cmplt_epu32_mask(ix, wv);
                 // Masked-off lanes are never read, so `first` may point
-                // outside the plane.
+                // outside the plane. Where the 16·sx values from `first`
+                // lie inside the input (nearly always), plain loads read
+                // them and the mask clears the lanes afterwards.
+                let start = (ci * h * w) as isize + (at[16 * g] + shift) as isize;
                 let first = plane.wrapping_offset((at[16 * g] + shift) as isize);
-                let v = match (line[g], sx) {
-                    (true, 1) => _mm512_maskz_loadu_ps(ok, first),
-                    (true, _) => {
+                let inside = start >= 0 && start as usize + 16 * sx <= self.x.len();
+                let v = match (line[g], sx, inside) {
+                    (true, 1, true) => _mm512_maskz_mov_ps(ok, _mm512_loadu_ps(first)),
+                    (true, 1, false) => _mm512_maskz_loadu_ps(ok, first),
+                    (true, _, true) => _mm512_maskz_mov_ps(ok, _mm512_permutex2var_ps(_mm512_loadu_ps(first), evens, _mm512_loadu_ps(first.add(16)))),
+                    (true, _, false) => {
                         let lo = _mm512_maskz_loadu_ps(_pdep_u32(ok as u32, 0x5555) as u16, first);
                         let hi = _mm512_maskz_loadu_ps(_pdep_u32((ok >> 8) as u32, 0x5555) as u16, first.wrapping_add(16));
                         _mm512_permutex2var_ps(lo, evens, hi)
                     }
-                    _ => _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), ok, _mm512_add_epi32(base[g], _mm512_set1_epi32(shift)), plane.cast()),
+                    (false, ..) => _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), ok, _mm512_add_epi32(base[g], _mm512_set1_epi32(shift)), plane.cast()),
                 };
                 let at = d.add(kk * width + 16 * g);
                 if g + 1 < groups {

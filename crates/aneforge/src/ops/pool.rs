@@ -204,9 +204,11 @@ fn max_plane(src: &[f32], [h, w]: [usize; 2], dst: &mut [f32], [oh, ow]: [usize;
                 }
             }
         }
+        // From -inf, so an all-NaN window gives -inf as the engine's max
+        // does (NaN never wins), not the NaN a copy of its first value would.
         let run = &mut run[..starts];
-        run.copy_from_slice(&buf[..starts]);
-        for t in 1..kw {
+        run.fill(f32::NEG_INFINITY);
+        for t in 0..kw {
             for (a, &b) in run.iter_mut().zip(&buf[t..len]) {
                 *a = a.max(b);
             }

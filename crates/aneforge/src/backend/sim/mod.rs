@@ -130,15 +130,28 @@ impl SimProgram {
         prepare: bool,
     ) -> Result<SimProgram> {
         let n = g.nodes.len();
-        // Last step index at which each value is read; program outputs never die.
+        // A reshape is no step: its value is its input's buffer under
+        // another shape (a copy of every row-major reshape cost ViT 2% of
+        // its time). `root[i]` is the value whose buffer node i lives in.
+        let root: Vec<usize> = {
+            let mut root: Vec<usize> = (0..n).collect();
+            for (i, node) in g.nodes.iter().enumerate() {
+                if matches!(node.op, Op::Reshape(_)) {
+                    root[i] = root[node.inputs[0]];
+                }
+            }
+            root
+        };
+        // Last step index at which each buffer is read (through any alias);
+        // program outputs never die.
         let mut last_use = vec![0usize; n];
         for (i, node) in g.nodes.iter().enumerate() {
             for &j in &node.inputs {
-                last_use[j] = i;
+                last_use[root[j]] = last_use[root[j]].max(i);
             }
         }
         for &o in &g.outputs {
-            last_use[o] = usize::MAX;
+            last_use[root[o]] = usize::MAX;
         }
         if resident.is_some() {
             for (i, node) in g.nodes.iter().enumerate() {
@@ -220,6 +233,13 @@ impl SimProgram {
                     continue;
                 }
                 Op::Param(_) if resident.is_some() => continue, // placed up front
+                Op::Reshape(_) => {
+                    loc[i] = loc[node.inputs[0]];
+                    if loc[i].is_none() {
+                        return Err(Error::Compile(format!("internal: value %{} used before it is computed", node.inputs[0])));
+                    }
+                    continue;
+                }
                 Op::Param(p) => {
                     let mut v = p.values();
                     if ctx.fp16 && p.cell.fact.dtype == DType::F16 {
@@ -259,7 +279,7 @@ impl SimProgram {
                 round: ctx.fp16 && node.fact.dtype == DType::F16 && !node.op.is_exact(),
             });
             // Free the slots of inputs whose last reader is this step.
-            let mut dead: Vec<usize> = node.inputs.iter().copied().filter(|&j| last_use[j] == i).collect();
+            let mut dead: Vec<usize> = node.inputs.iter().map(|&j| root[j]).filter(|&j| last_use[j] == i).collect();
             dead.sort_unstable();
             dead.dedup();
             for j in dead {
