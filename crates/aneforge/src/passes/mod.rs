@@ -5,18 +5,24 @@
 mod dce;
 mod fold_constants;
 mod fuse_epilogues;
+mod fuse_gelu;
 
 pub use dce::eliminate_dead_code;
 pub use fold_constants::fold_constants;
 pub use fuse_epilogues::fuse_epilogues;
+pub use fuse_gelu::fuse_gelu;
 
 use crate::error::Result;
 use crate::graph::Graph;
 
 type Pass = fn(Graph) -> Result<Graph>;
 
-const PASSES: [(&str, Pass); 3] =
-    [("fold_constants", fold_constants), ("fuse_epilogues", fuse_epilogues), ("eliminate_dead_code", eliminate_dead_code)];
+const PASSES: [(&str, Pass); 4] = [
+    ("fold_constants", fold_constants),
+    ("fuse_gelu", fuse_gelu),
+    ("fuse_epilogues", fuse_epilogues),
+    ("eliminate_dead_code", eliminate_dead_code),
+];
 
 fn debug_level() -> u32 {
     std::env::var("AF_DEBUG").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
