@@ -77,7 +77,16 @@ pub fn max_f32(xs: &[f32]) -> f32 {
 
 /// Below this many elements a conversion runs on one thread.
 const PAR_MIN: usize = 1 << 17;
+/// The same, for a caller outside the thread pool (a Net's port I/O runs on
+/// Python's thread): handing work to the pool from outside costs a wake-up
+/// and a blocking wait, more than converting a few hundred thousand values.
+const PAR_MIN_OUTSIDE_POOL: usize = 1 << 22;
 const PAR_CHUNK: usize = 1 << 15;
+
+/// Whether a conversion of `len` values is worth splitting across threads.
+fn parallel(len: usize) -> bool {
+    len >= if rayon::current_thread_index().is_some() { PAR_MIN } else { PAR_MIN_OUTSIDE_POOL }
+}
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 mod simd {
@@ -160,7 +169,7 @@ fn round_scalar(xs: &mut [f32]) {
 
 /// Rounds a slice in place to fp16 precision (ties to even, overflow → ±inf).
 pub fn round_f16_slice(xs: &mut [f32]) {
-    if xs.len() >= PAR_MIN {
+    if parallel(xs.len()) {
         xs.par_chunks_mut(PAR_CHUNK).for_each(simd::round);
     } else {
         simd::round(xs);
@@ -175,7 +184,7 @@ pub fn f16_to_f32_serial(src: &[f16], dst: &mut [f32]) {
 
 /// fp16 → f32 for port I/O.
 pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
-    if src.len() >= PAR_MIN {
+    if parallel(src.len()) {
         src.par_chunks(PAR_CHUNK).zip(dst.par_chunks_mut(PAR_CHUNK)).for_each(|(s, d)| simd::to_f32(s, d));
     } else {
         simd::to_f32(src, dst);
@@ -184,7 +193,7 @@ pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
 
 /// f32 → fp16 (round to nearest even) for port I/O.
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
-    if src.len() >= PAR_MIN {
+    if parallel(src.len()) {
         src.par_chunks(PAR_CHUNK).zip(dst.par_chunks_mut(PAR_CHUNK)).for_each(|(s, d)| simd::to_f16(s, d));
     } else {
         simd::to_f16(src, dst);

@@ -51,7 +51,7 @@ impl OpDef for Softmax {
             }
         };
         if x.data.len() >= 1 << 14 {
-            out.par_chunks_mut(n * inner).zip(x.data.par_chunks(n * inner)).for_each(body);
+            rows_in_parallel(out, x.data, n * inner, body);
         } else {
             out.chunks_mut(n * inner).zip(x.data.chunks(n * inner)).for_each(body);
         }
@@ -60,6 +60,17 @@ impl OpDef for Softmax {
         Cost { flops: out.numel() as f64 * 5.0 }
     }
 }
+
+/// `body` over each row (`len` elements) of `out` and `x`, with several
+/// rows per task: a task per row of a [197, 768] layer norm spent more time
+/// in rayon's splitting and wake-ups than in the rows.
+fn rows_in_parallel(out: &mut [f32], x: &[f32], len: usize, body: impl Fn((&mut [f32], &[f32])) + Sync) {
+    let rows = (ROWS_TASK_WORK / len.max(1)).max(1);
+    out.par_chunks_mut(len * rows).zip(x.par_chunks(len * rows)).for_each(|(o, xs)| o.chunks_mut(len).zip(xs.chunks(len)).for_each(&body));
+}
+
+/// Elements per parallel task in the row-wise normalisations.
+const ROWS_TASK_WORK: usize = 1 << 14;
 
 fn softmax_row(xs: &[f32], o: &mut [f32], log: bool) {
     use crate::numerics::{exp, max_f32, sum_f32};
@@ -152,19 +163,34 @@ impl OpDef for Norm {
             }
             let var = sum_f32(o) * inv_n;
             let r = 1.0 / (var + eps).sqrt();
-            for (i, (o, &v)) in o.iter_mut().zip(xs).enumerate() {
-                let mut y = (v - mean) * r;
-                if let Some(g) = gamma {
-                    y *= g[i];
+            // One loop per gamma/beta combination: a test per element kept
+            // this loop scalar (it was most of the op's time).
+            let norm = |v: f32| (v - mean) * r;
+            match (gamma, beta) {
+                (Some(g), Some(b)) => {
+                    for (((o, &v), &g), &b) in o.iter_mut().zip(xs).zip(&g[..n]).zip(&b[..n]) {
+                        *o = norm(v) * g + b;
+                    }
                 }
-                if let Some(b) = beta {
-                    y += b[i];
+                (Some(g), None) => {
+                    for ((o, &v), &g) in o.iter_mut().zip(xs).zip(&g[..n]) {
+                        *o = norm(v) * g;
+                    }
                 }
-                *o = y;
+                (None, Some(b)) => {
+                    for ((o, &v), &b) in o.iter_mut().zip(xs).zip(&b[..n]) {
+                        *o = norm(v) + b;
+                    }
+                }
+                (None, None) => {
+                    for (o, &v) in o.iter_mut().zip(xs) {
+                        *o = norm(v);
+                    }
+                }
             }
         };
         if x.data.len() >= 1 << 14 {
-            out.par_chunks_mut(n).zip(x.data.par_chunks(n)).for_each(body);
+            rows_in_parallel(out, x.data, n, body);
         } else {
             out.chunks_mut(n).zip(x.data.chunks(n)).for_each(body);
         }
