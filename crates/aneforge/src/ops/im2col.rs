@@ -69,6 +69,45 @@ pub(super) struct Im2col<'a> {
     bounds: [(usize, usize); KX_TABLE],
 }
 
+/// The lines one 16-lane group of a panel reads along (see
+/// `panel_avx512`): per line, its lanes and the plane offset its lane 0
+/// would read, so lane l reads `origin + l·sx`. `count == 0`: gather.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Lines {
+    lines: [(u16, i32); MAX_LINES],
+    count: usize,
+}
+
+/// Lines per group beyond which a gather is as cheap.
+const MAX_LINES: usize = 4;
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl Lines {
+    /// Splits lanes `l0..l1` (offsets `at`) into runs stepping by `sx`.
+    fn of(at: &[i32; NR], l0: usize, l1: usize, sx: usize) -> Lines {
+        let mut out = Lines { lines: [(0, 0); MAX_LINES], count: 0 };
+        if sx > 2 {
+            return out;
+        }
+        let mut l = l0;
+        while l < l1 {
+            let mut e = l + 1;
+            while e < l1 && at[e] == at[e - 1] + sx as i32 {
+                e += 1;
+            }
+            if out.count == MAX_LINES {
+                out.count = 0;
+                return out;
+            }
+            let lanes = (((1u32 << (e - l0)) - 1) & !((1u32 << (l - l0)) - 1)) as u16;
+            out.lines[out.count] = (lanes, at[l] - ((l - l0) * sx) as i32);
+            out.count += 1;
+            l = e;
+        }
+        out
+    }
+}
+
 /// Kernel widths up to this have their [`in_bounds`] ranges precomputed.
 const KX_TABLE: usize = 16;
 
@@ -97,8 +136,8 @@ impl PanelSource for Im2col<'_> {
     fn panel(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
         debug_assert!(cols <= width && width <= NR && dst.len() >= kc * width);
         #[cfg(target_arch = "x86_64")]
-        if crate::sgemm::has_avx512() && std::arch::is_x86_feature_detected!("bmi2") {
-            // SAFETY: AVX-512F and BMI2 were just detected.
+        if crate::sgemm::has_avx512() {
+            // SAFETY: AVX-512F was just detected.
             return unsafe { self.panel_avx512(pc, kc, j0, cols, width, dst) };
         }
         self.panel_scalar(pc, kc, j0, cols, width, dst)
@@ -124,12 +163,14 @@ impl Im2col<'_> {
     /// 16 values at a time. Each lane keeps the input row and column its
     /// output position's window starts at, so one add and two unsigned
     /// compares give a row's valid lanes for any stride, dilation and
-    /// padding. Where a group's inputs lie along one line at stride 1 or 2
-    /// (within an output row; or across rows in a stride-1 "same" conv,
-    /// whose rows continue each other) they are masked vector loads, else a
-    /// gather, which is several times slower.
+    /// padding. A group's inputs lie along at most a few lines at stride 1
+    /// or 2, one per output row it covers (or one for all of them in a
+    /// stride-1 "same" conv, whose rows continue each other): each line is
+    /// a plain vector load (two and a lane shuffle at stride 2), blended
+    /// into its lanes. Other groups, and lines running off the input's
+    /// ends, are gathered, which is several times slower.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,bmi2")]
+    #[target_feature(enable = "avx512f")]
     unsafe fn panel_avx512(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
         use std::arch::x86_64::*;
         let ([h, w], [_, ow]) = (self.hw, self.ohw);
@@ -144,11 +185,7 @@ impl Im2col<'_> {
             ix0[lane] = (ox * sx) as i32 - px;
             at[lane] = iy0[lane] * w as i32 + ix0[lane];
         }
-        // A group is a line when its valid lanes step by the stride.
-        let line = [0, 1].map(|g| {
-            let mut lanes = 16 * g..(16 * g + 16).min(cols);
-            sx <= 2 && lanes.all(|l| at[l] == at[16 * g] + ((l - 16 * g) * sx) as i32)
-        });
+        let lines = [0, 1].map(|g| Lines::of(&at, 16 * g, (16 * g + 16).min(cols), sx));
         let load = |v: &[i32; NR], g: usize| _mm512_loadu_si512(v.as_ptr().add(16 * g).cast());
         let (y, x, base) = ([load(&iy0, 0), load(&iy0, 1)], [load(&ix0, 0), load(&ix0, 1)], [load(&at, 0), load(&at, 1)]);
         let (hv, wv) = (_mm512_set1_epi32(h as i32), _mm512_set1_epi32(w as i32));
@@ -160,28 +197,34 @@ impl Im2col<'_> {
             let plane = self.x.as_ptr().add(ci * h * w);
             let (oy, ox) = ((ki * dy) as i32, (kj * dx) as i32);
             let shift = oy * w as i32 + ox;
-            for g in 0..groups {
+            for (g, lines) in lines.iter().enumerate().take(groups) {
                 let iy = _mm512_add_epi32(y[g], _mm512_set1_epi32(oy));
                 let ix = _mm512_add_epi32(x[g], _mm512_set1_epi32(ox));
                 // Unsigned compares: a negative row or column is out of range too.
                 let ok = _mm512_cmplt_epu32_mask(iy, hv) & _mm512_cmplt_epu32_mask(ix, wv);
-                // Masked-off lanes are never read, so `first` may point
-                // outside the plane. Where the 16·sx values from `first`
-                // lie inside the input (nearly always), plain loads read
-                // them and the mask clears the lanes afterwards.
-                let start = (ci * h * w) as isize + (at[16 * g] + shift) as isize;
-                let first = plane.wrapping_offset((at[16 * g] + shift) as isize);
-                let inside = start >= 0 && start as usize + 16 * sx <= self.x.len();
-                let v = match (line[g], sx, inside) {
-                    (true, 1, true) => _mm512_maskz_mov_ps(ok, _mm512_loadu_ps(first)),
-                    (true, 1, false) => _mm512_maskz_loadu_ps(ok, first),
-                    (true, _, true) => _mm512_maskz_mov_ps(ok, _mm512_permutex2var_ps(_mm512_loadu_ps(first), evens, _mm512_loadu_ps(first.add(16)))),
-                    (true, _, false) => {
-                        let lo = _mm512_maskz_loadu_ps(_pdep_u32(ok as u32, 0x5555) as u16, first);
-                        let hi = _mm512_maskz_loadu_ps(_pdep_u32((ok >> 8) as u32, 0x5555) as u16, first.wrapping_add(16));
-                        _mm512_permutex2var_ps(lo, evens, hi)
+                let mut v = _mm512_setzero_ps();
+                let mut gather = ok != 0 && lines.count == 0;
+                for &(lanes, origin) in &lines.lines[..lines.count] {
+                    if ok & lanes == 0 {
+                        continue;
                     }
-                    (false, ..) => _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), ok, _mm512_add_epi32(base[g], _mm512_set1_epi32(shift)), plane.cast()),
+                    // Lane l of the line reads `first + (l - 16g)·sx`; the
+                    // 16·sx values from `first` must lie inside the input
+                    // (masked-off lanes then read harmless neighbours).
+                    let off = origin + shift;
+                    let start = (ci * h * w) as isize + off as isize;
+                    if start < 0 || start as usize + 16 * sx > self.x.len() {
+                        gather = true;
+                        break;
+                    }
+                    let first = plane.offset(off as isize);
+                    let line = if sx == 1 { _mm512_loadu_ps(first) } else { _mm512_permutex2var_ps(_mm512_loadu_ps(first), evens, _mm512_loadu_ps(first.add(16))) };
+                    v = _mm512_mask_mov_ps(v, lanes, line);
+                }
+                let v = if gather {
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), ok, _mm512_add_epi32(base[g], _mm512_set1_epi32(shift)), plane.cast())
+                } else {
+                    _mm512_maskz_mov_ps(ok, v)
                 };
                 let at = d.add(kk * width + 16 * g);
                 if g + 1 < groups {
@@ -251,6 +294,9 @@ mod tests {
             // dilated stride-1 "same" conv whose rows continue each other.
             ([2, 5, 70], [7, 7], [2, 2], [3, 3, 3, 3], [1, 1]),
             ([2, 6, 20], [3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),
+            // Groups over two or three output rows: one line per row.
+            ([2, 20, 20], [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]),
+            ([2, 9, 12], [3, 3], [1, 1], [0, 0, 0, 0], [1, 1]),
         ];
         for ([c, h, w], kernel, stride, pad, dilation) in cases {
             let win = Window { kernel, stride, pad, dilation };
