@@ -400,34 +400,24 @@ fn split_cost(by_cols: bool, m: usize, n: usize, k: usize, a: Operand, b: Operan
     let (rows, cols) = if by_cols { (m, n.div_ceil(threads).next_multiple_of(NR).min(n)) } else { (m.div_ceil(threads).next_multiple_of(MR).min(m), n) };
     // 24 FMAs per k step of a full tile, two per cycle.
     let compute = edge_cost(rows, MR) * edge_cost(cols, NR) * (k * 12) as f32;
-    // Per element: packing ~1 cycle, widening fp16 ~0.5. Packed fp16 is
-    // widened again for every block of the other operand.
-    let (ea, eb) = ((m * k) as f32, (k * n) as f32);
-    let pack_a = match a {
-        Operand::Strided(_) | Operand::Source(_) if by_cols => {
-            if shares(a, m * k) {
-                ea / t
-            } else {
-                ea
-            }
-        }
-        Operand::Strided(_) | Operand::Source(_) => ea / t,
-        Operand::PackedF16(_) => 0.5 * (ea * rows as f32 / m as f32) * cols.div_ceil(NC) as f32,
-        _ => 0.0,
-    };
-    let pack_b = match b {
-        Operand::Strided(_) | Operand::Source(_) if !by_cols => {
-            if shares(b, k * n) {
-                eb / t
-            } else {
-                eb
-            }
-        }
-        Operand::Strided(_) | Operand::Source(_) => eb / t,
-        Operand::PackedF16(_) => 0.5 * (eb * cols as f32 / n as f32) * rows.div_ceil(MC) as f32,
-        _ => 0.0,
-    };
+    let pack_a = prep_cost(a, m * k, by_cols, rows as f32 / m as f32, t, cols.div_ceil(NC));
+    let pack_b = prep_cost(b, k * n, !by_cols, cols as f32 / n as f32, t, rows.div_ceil(MC));
     compute + pack_a + pack_b
+}
+
+/// Cycles one thread spends preparing an operand of `elems` values: ~1 per
+/// value packed, ~0.5 per value widened from fp16. The operand every
+/// stripe reads (`whole`) is packed once by all threads, or by each when
+/// too large to share; packed fp16 is widened for this thread's `part` of
+/// it, once per block (`blocks`) of the other operand.
+fn prep_cost(op: Operand, elems: usize, whole: bool, part: f32, threads: f32, blocks: usize) -> f32 {
+    let e = elems as f32;
+    match op {
+        Operand::Strided(_) | Operand::Source(_) if whole && !shares(op, elems) => e,
+        Operand::Strided(_) | Operand::Source(_) => e / threads,
+        Operand::PackedF16(_) => 0.5 * e * part * blocks as f32,
+        _ => 0.0,
+    }
 }
 
 /// Whether C = A·B [m, n] is cheaper computed as Cᵀ = Bᵀ·Aᵀ [n, m]: a
