@@ -7,6 +7,7 @@
 use aneforge::builder::{self as b, ConvArgs, PadSpec};
 use aneforge::{compile, CompileOptions, DType, Precision};
 
+#[allow(clippy::too_many_arguments)]
 fn naive(x: &[f32], [c, h, w]: [usize; 3], wt: &[f32], o: usize, [kh, kw]: [usize; 2], bias: &[f32], s: usize, pad: [usize; 4]) -> (Vec<f32>, [usize; 2]) {
     let oh = (h + pad[0] + pad[2] - kh) / s + 1;
     let ow = (w + pad[1] + pad[3] - kw) / s + 1;

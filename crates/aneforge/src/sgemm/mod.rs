@@ -332,6 +332,8 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
         (0..len.div_ceil(step)).into_par_iter().for_each(|t| {
             let s0 = t * step;
             let part = step.min(len - s0);
+            // The whole Send wrapper, not its raw pointer field, is captured.
+            #[allow(clippy::redundant_locals)]
             let out = out;
             if by_cols {
                 blocked(m, part, k, a, b.skip(s0, false), out.0.add(s0), ldc, accumulate, epi.skip(0, s0));
@@ -360,7 +362,7 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
 /// Packs a whole operand (depth `k`, outer length `len` in tiles of `tile`)
 /// into `buf` in the layout of [`Packed`], all threads taking micro-panels
 /// in turn: `pack(pc, kc, i0, rows, dst)` writes one.
-fn prepack<'b>(buf: &'b mut Vec<f32>, total: usize, k: usize, len: usize, tile: usize, pack: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync) -> &'b [f32] {
+fn prepack(buf: &mut Vec<f32>, total: usize, k: usize, len: usize, tile: usize, pack: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync) -> &[f32] {
     if buf.len() < total {
         buf.resize(total, 0.0);
     }
@@ -370,6 +372,8 @@ fn prepack<'b>(buf: &'b mut Vec<f32>, total: usize, k: usize, len: usize, tile: 
     (0..k.div_ceil(KC) * panels).into_par_iter().for_each(|t| {
         let (pc, i0) = ((t / panels) * KC, (t % panels) * tile);
         let kc = KC.min(k - pc);
+        // The whole Send wrapper, not its raw pointer field, is captured.
+        #[allow(clippy::redundant_locals)]
         let data = data;
         // SAFETY: each task writes its own panel of the `total` elements.
         let dst = unsafe { std::slice::from_raw_parts_mut(data.0.add(ld * pc + i0 * kc), tile * kc) };
