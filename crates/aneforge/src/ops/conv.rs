@@ -124,10 +124,11 @@ impl OpDef for Conv {
         if self.is_winograd(ins[0].shape[1], out) {
             return super::winograd::scratch_len(ins[0].shape[1], out.shape[1], out.shape[2], out.shape[3]);
         }
-        // The AVX-512 GEMM unfolds the input panel by panel (see `eval`).
+        // Room for the transposed GEMM's output, before it is transposed.
         if self.is_transposed(ins[0].shape[1], out) {
             return out.numel() / out.shape[0];
         }
+        // The AVX-512 GEMM unfolds the input panel by panel (see `eval`).
         if self.is_pointwise() || self.is_depthwise(ins[0].shape[1], out.shape[1]) || crate::sgemm::packs_constants() {
             return 0;
         }

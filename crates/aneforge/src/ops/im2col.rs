@@ -30,9 +30,7 @@ fn im2col_row(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window,
     let src = &x[ci * h * w..(ci + 1) * h * w];
     let sx = win.stride[1];
     let off = (kj * win.dilation[1]) as isize - win.pad[1] as isize;
-    // Output columns whose input column ox*sx + off lies in 0..w.
-    let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(sx) }.min(ow);
-    let hi = if (w as isize) <= off { 0 } else { ((w as isize - off) as usize).div_ceil(sx) }.clamp(lo, ow);
+    let (lo, hi) = in_bounds(w, ow, win, kj);
     for oy in 0..oh {
         let iy = (oy * win.stride[0] + ki * win.dilation[0]) as isize - win.pad[0] as isize;
         let drow = &mut dst[oy * ow..(oy + 1) * ow];
@@ -64,9 +62,6 @@ pub(super) struct Im2col<'a> {
     hw: [usize; 2],
     ohw: [usize; 2],
     win: &'a Window,
-    /// Per kernel column kx (the first [`KX_TABLE`]): the output columns
-    /// whose input column lies inside the image, as [`in_bounds`] gives.
-    bounds: [(usize, usize); KX_TABLE],
 }
 
 /// The lines one 16-lane group of a panel reads along (see
@@ -108,17 +103,10 @@ impl Lines {
     }
 }
 
-/// Kernel widths up to this have their [`in_bounds`] ranges precomputed.
-const KX_TABLE: usize = 16;
-
 impl<'a> Im2col<'a> {
     /// `x` is [C, H, W]; `ohw` the output size of `win` over it.
     pub fn new(x: &'a [f32], hw: [usize; 2], ohw: [usize; 2], win: &'a Window) -> Im2col<'a> {
-        let mut bounds = [(0, 0); KX_TABLE];
-        for (kj, b) in bounds.iter_mut().enumerate().take(win.kernel[1]) {
-            *b = in_bounds(hw[1], ohw[1], win, kj);
-        }
-        Im2col { x, hw, ohw, win, bounds }
+        Im2col { x, hw, ohw, win }
     }
 }
 
@@ -236,7 +224,10 @@ impl Im2col<'_> {
         }
     }
 
-    /// The same, a run of output columns at a time (machines without AVX-512).
+    /// The same in plain code, a run of output columns at a time: what the
+    /// vector version is tested against, and what `panel` falls back to
+    /// without AVX-512 (where convs normally write the unfolded matrix out
+    /// whole for the `gemm` crate instead).
     fn panel_scalar(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
         let ([h, w], [_, ow]) = (self.hw, self.ohw);
         let ([sy, sx], [dy, dx]) = (self.win.stride, self.win.dilation);
@@ -256,7 +247,7 @@ impl Im2col<'_> {
         for ((ci, ki, kj), row) in self.rows(pc, kc).zip(dst[..kc * width].chunks_exact_mut(width)) {
             row.fill(0.0);
             let plane = &self.x[ci * h * w..(ci + 1) * h * w];
-            let (lo, hi) = if kj < KX_TABLE { self.bounds[kj] } else { in_bounds(w, ow, self.win, kj) };
+            let (lo, hi) = in_bounds(w, ow, self.win, kj);
             let off = (kj * dx) as isize - px;
             for &(oy, ox0, lane0, len) in &runs[..nruns] {
                 let iy = (oy * sy + ki * dy) as isize - py;

@@ -319,16 +319,19 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
     let by_cols = split_cost(true, m, n, k, a, b, threads) <= split_cost(false, m, n, k, a, b, threads);
     let (len, tile) = if by_cols { (n, NR) } else { (m, MR) };
     // Up to four stripes per thread when each keeps 8 tiles or more and
-    // the operand they all read costs nothing more per stripe (packed, or
-    // packed once below): threads that finish early take the next stripe,
-    // so a core the VM slows down no longer holds up the other. With one
-    // stripe per thread, ResNet-18 ran 35% slower for seconds at a time.
+    // the operand they all read costs nothing more per stripe (packed
+    // ahead of time or below, or fp16 widened per row block anyway):
+    // threads that finish early take the next stripe, so a core slowed by
+    // another process does not hold up the other.
     let shared = if by_cols { a } else { b };
     let whole = if by_cols { m * k } else { k * n };
-    let cheap = matches!(shared, Operand::Packed(_)) || shares(shared, whole) || (matches!(shared, Operand::PackedF16(_)) && !by_cols);
-    let per = if cheap { [4, 2].into_iter().find(|&s| len / (threads * s) >= 8 * tile).unwrap_or(1) } else { 1 };
-    let step = len.div_ceil(threads * per).next_multiple_of(tile);
+    let stripes = |cheap: bool| {
+        let per = if cheap { [4, 2].into_iter().find(|&s| len / (threads * s) >= 8 * tile).unwrap_or(1) } else { 1 };
+        len.div_ceil(threads * per).next_multiple_of(tile)
+    };
     let run = |a: Operand, b: Operand| {
+        let read_whole = if by_cols { a } else { b };
+        let step = stripes(matches!(read_whole, Operand::Packed(_)) || (matches!(read_whole, Operand::PackedF16(_)) && !by_cols));
         (0..len.div_ceil(step)).into_par_iter().for_each(|t| {
             let s0 = t * step;
             let part = step.min(len - s0);
