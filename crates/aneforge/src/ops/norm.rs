@@ -50,11 +50,7 @@ impl OpDef for Softmax {
                 }
             }
         };
-        if x.data.len() >= 1 << 14 {
-            rows_in_parallel(out, x.data, n * inner, body);
-        } else {
-            out.chunks_mut(n * inner).zip(x.data.chunks(n * inner)).for_each(body);
-        }
+        rows_in_parallel(out, x.data, n * inner, body);
     }
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
         Cost { flops: out.numel() as f64 * 5.0 }
@@ -63,8 +59,12 @@ impl OpDef for Softmax {
 
 /// `body` over each row (`len` elements) of `out` and `x`, with several
 /// rows per task: a task per row of a [197, 768] layer norm spent more time
-/// in rayon's splitting and wake-ups than in the rows.
+/// in rayon's splitting and wake-ups than in the rows. Less than one task's
+/// worth runs on the calling thread.
 fn rows_in_parallel(out: &mut [f32], x: &[f32], len: usize, body: impl Fn((&mut [f32], &[f32])) + Sync) {
+    if x.len() < ROWS_TASK_WORK {
+        return out.chunks_mut(len).zip(x.chunks(len)).for_each(body);
+    }
     let rows = (ROWS_TASK_WORK / len.max(1)).max(1);
     out.par_chunks_mut(len * rows).zip(x.par_chunks(len * rows)).for_each(|(o, xs)| o.chunks_mut(len).zip(xs.chunks(len)).for_each(&body));
 }
@@ -189,11 +189,7 @@ impl OpDef for Norm {
                 }
             }
         };
-        if x.data.len() >= 1 << 14 {
-            rows_in_parallel(out, x.data, n, body);
-        } else {
-            out.chunks_mut(n).zip(x.data.chunks(n)).for_each(body);
-        }
+        rows_in_parallel(out, x.data, n, body);
     }
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
         Cost { flops: out.numel() as f64 * 8.0 }
