@@ -8,6 +8,7 @@ use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{fmt_shape, Fact};
 use super::im2col::{im2col, im2col_serial, Im2col};
+use crate::numerics::round_f16_slice;
 use crate::sgemm::{sgemm, Epilogue, Mat, Operand, PackedData};
 use rayon::prelude::*;
 
@@ -151,13 +152,19 @@ impl OpDef for Conv {
             // The depthwise kernel has no epilogue of its own.
             depthwise(x, w.data, out, [oh, ow], &self.window);
             epilogue_planes(out, plane, o, self.bias.then(|| ins[2].data), self.act, ctx.ieee);
+            if ctx.fp16 {
+                round_f16_slice(out);
+            }
             return;
         }
-        // Bias and a clamp-like activation run inside the kernels below;
-        // any other activation runs after them.
+        // Bias, a clamp-like activation and fp16 rounding run inside the
+        // kernels below; any other activation runs after them, and the
+        // rounding after it.
         let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
+        let round_after = ctx.fp16 && self.act.is_some() && clamp.is_none();
+        let round = ctx.fp16 && !round_after;
         if self.is_winograd_dims(c, o, oh, ow) {
-            let finish = super::winograd::Finish { bias: self.bias.then(|| ins[2].data), clamp };
+            let finish = super::winograd::Finish { bias: self.bias.then(|| ins[2].data), clamp, round };
             for b in 0..n {
                 let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
                 let dst = &mut out[b * o * plane..(b + 1) * o * plane];
@@ -168,7 +175,7 @@ impl OpDef for Conv {
             // Outputᵀ [plane, o] = unfolded inputᵀ · weightᵀ, then transposed
             // into place: the positions take the GEMM's 12-row side.
             let (ct, wt) = (&mut scratch[..plane * o], Operand::packed_rhs(&PackedData::new(wt), o));
-            let epi = Epilogue { row_bias: None, col_bias: self.bias.then(|| ins[2].data), clamp };
+            let epi = Epilogue { row_bias: None, col_bias: self.bias.then(|| ins[2].data), clamp, round };
             for b in 0..n {
                 let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
                 let source = Im2col::new(xin, [h, wd], [oh, ow], &self.window);
@@ -206,7 +213,7 @@ impl OpDef for Conv {
                         Some(p) => Operand::packed_lhs(p, og).nth(gi, group_len),
                         None => Operand::Strided(Mat::rows(&w.data[gi * og * kk..], kk)),
                     };
-                    let epi = Epilogue { row_bias: self.bias.then(|| &ins[2].data[gi * og..]), col_bias: None, clamp };
+                    let epi = Epilogue { row_bias: self.bias.then(|| &ins[2].data[gi * og..]), col_bias: None, clamp, round };
                     let dst = &mut out[(b * o + gi * og) * plane..(b * o + (gi + 1) * og) * plane];
                     // SAFETY: wg is [og, kk], cols is [kk, plane], dst is [og, plane], all row-major.
                     unsafe { sgemm(og, plane, kk, wg, cols, dst.as_mut_ptr(), plane, false, epi, parallel) };
@@ -216,6 +223,13 @@ impl OpDef for Conv {
         if let Some(act) = self.act.filter(|_| clamp.is_none()) {
             act.apply_in_place(out, ctx.ieee);
         }
+        if round_after {
+            round_f16_slice(out);
+        }
+    }
+
+    fn rounds_output(&self) -> bool {
+        true
     }
 
     fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {
@@ -237,7 +251,7 @@ impl OpDef for Conv {
         }
         let kk = w.len() / o;
         if self.is_transposed(c, out) {
-            return Some(crate::sgemm::pack_rhs(Mat::cols(w, kk), kk, o, out.numel() / (o * out.shape[0])));
+            return Some(crate::sgemm::pack_rhs(Mat::cols(w, kk), kk, o));
         }
         let og = o / self.groups;
         Some(crate::sgemm::pack_lhs_each(w, self.groups, og, w.len() / o))

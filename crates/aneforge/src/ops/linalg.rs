@@ -5,6 +5,7 @@ use super::elementwise::Unary;
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{broadcast_shapes, fmt_shape, Fact};
+use crate::numerics::round_f16_slice;
 use crate::sgemm::{pack_rhs, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData};
 use rayon::prelude::*;
 
@@ -114,7 +115,9 @@ impl OpDef for MatMul {
         // A trailing extra input is B packed at compile time (see `prepare`).
         let packed_b = (ins.len() > 2 + self.bias as usize).then(|| ins[ins.len() - 1].data);
         let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
-        let epi = Epilogue { row_bias: None, col_bias: if self.bias { Some(ins[2].data) } else { None }, clamp };
+        // fp16 rounding goes in the epilogue unless an activation follows it.
+        let round_after = ctx.fp16 && self.act.is_some() && clamp.is_none();
+        let epi = Epilogue { row_bias: None, col_bias: if self.bias { Some(ins[2].data) } else { None }, clamp, round: ctx.fp16 && !round_after };
         let flops = m * n * k;
         let run = |bi: usize, dst: &mut [f32], parallel: bool| {
             let ao = offset(bi, &sa, m * k);
@@ -141,19 +144,24 @@ impl OpDef for MatMul {
         if let Some(act) = self.act.filter(|_| clamp.is_none()) {
             act.apply_in_place(out, ctx.ieee);
         }
+        if round_after {
+            round_f16_slice(out);
+        }
+    }
+
+    fn rounds_output(&self) -> bool {
+        true
     }
 
     /// A constant B without batch dims (a layer's weight) is packed once.
     fn prepare(&self, ins: &[&Fact], consts: &[Option<&[f32]>], _out: &Fact) -> Option<Vec<f32>> {
         let b = consts.get(1).copied().flatten()?;
-        let (m, k, _, n) = self.dims(&ins[0].shape, &ins[1].shape);
+        let (_, k, _, n) = self.dims(&ins[0].shape, &ins[1].shape);
         if !packs_constants() || ins[1].numel() != k * n {
             return None;
         }
         let bm = if self.transpose_b { Mat::cols(b, k) } else { Mat::rows(b, n) };
-        // Rows one GEMM meets: A's batches fold into rows when B is shared (see eval).
-        let rows = if self.transpose_a { m } else { ins[0].numel() / k };
-        Some(pack_rhs(bm, k, n, rows))
+        Some(pack_rhs(bm, k, n))
     }
 
     fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {

@@ -17,7 +17,7 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::lane_mask;
 
-use crate::numerics::f16_to_f32_serial;
+use crate::numerics::{f16_to_f32_serial, round_f16_slice_serial};
 use half::f16;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -77,7 +77,7 @@ unsafe impl Sync for OutPtr {}
 /// layout the kernel streams, so calls passing them skip packing; matrix g
 /// is `Operand::packed_lhs(..).nth(g, packed_len(m, k))`.
 pub(crate) fn pack_lhs_each(a: &[f32], count: usize, m: usize, k: usize) -> Vec<f32> {
-    stored((0..count).flat_map(|g| pack_lhs_f32(&a[g * m * k..(g + 1) * m * k], m, k)).collect(), true)
+    stored((0..count).flat_map(|g| pack_lhs_f32(&a[g * m * k..(g + 1) * m * k], m, k)).collect())
 }
 
 /// Elements of one packed [m, k] left operand.
@@ -98,12 +98,10 @@ fn pack_lhs_f32(a: &[f32], m: usize, k: usize) -> Vec<f32> {
 }
 
 /// Packs a [k, n] right operand (e.g. a constant linear weight; `b` gives
-/// its strides) into the layout the kernel streams.
-/// `m` is the row count the operand will meet: with few rows (a batch-1
-/// encoder's tokens) widening fp16 panels costs more than the halved
-/// memory traffic saves, so those stay f32.
-pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize, m: usize) -> Vec<f32> {
-    stored(pack_rhs_f32(b, k, n), m >= 4 * MR)
+/// its strides) into the layout the kernel streams: fp16 when its values
+/// are fp16 values (the kernel widens them as it loads), else f32.
+pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize) -> Vec<f32> {
+    stored(pack_rhs_f32(b, k, n))
 }
 
 fn pack_rhs_f32(b: Mat, k: usize, n: usize) -> Vec<f32> {
@@ -234,10 +232,10 @@ impl<'a> PackedData<'a> {
     }
 }
 
-/// The stored form of a packed buffer: fp16 when `allow_half` and every
-/// value survives the round trip (and all are finite), else f32.
-fn stored(data: Vec<f32>, allow_half: bool) -> Vec<f32> {
-    let half_ok = allow_half && data.iter().all(|&x| x.is_finite() && f16::from_f32(x).to_f32().to_bits() == x.to_bits());
+/// The stored form of a packed buffer: fp16 when every value survives the
+/// round trip (and all are finite), else f32.
+fn stored(data: Vec<f32>) -> Vec<f32> {
+    let half_ok = data.iter().all(|&x| x.is_finite() && f16::from_f32(x).to_f32().to_bits() == x.to_bits());
     if !half_ok {
         let mut out = Vec::with_capacity(1 + data.len());
         out.push(f32::from_bits(F32_HEADER));
@@ -255,17 +253,20 @@ fn stored(data: Vec<f32>, allow_half: bool) -> Vec<f32> {
 }
 
 /// What the kernel applies to a finished tile: a bias per row or per
-/// column, then a clamp (relu, relu6 and clip are clamps).
+/// column, then a clamp (relu, relu6 and clip are clamps), then rounding
+/// to fp16 (ties to even) while the tile is still in registers: the
+/// sim's storage rounding, without a pass of its own over the output.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Epilogue<'a> {
     pub row_bias: Option<&'a [f32]>,
     pub col_bias: Option<&'a [f32]>,
     pub clamp: Option<(f32, f32)>,
+    pub round: bool,
 }
 
 impl<'a> Epilogue<'a> {
     fn skip(self, rows: usize, cols: usize) -> Epilogue<'a> {
-        Epilogue { row_bias: self.row_bias.map(|b| &b[rows..]), col_bias: self.col_bias.map(|b| &b[cols..]), clamp: self.clamp }
+        Epilogue { row_bias: self.row_bias.map(|b| &b[rows..]), col_bias: self.col_bias.map(|b| &b[cols..]), ..self }
     }
 }
 
@@ -275,8 +276,8 @@ impl<'a> Epilogue<'a> {
 static SHARED: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 
 thread_local! {
-    /// Packed A block, packed B block, one B micro-panel widened from fp16.
-    static PACK: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// Packed A block, packed B block.
+    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Whether the AVX-512 kernel can run here (checked once by std).
@@ -319,8 +320,8 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
     let by_cols = split_cost(true, m, n, k, a, b, threads) <= split_cost(false, m, n, k, a, b, threads);
     let (len, tile) = if by_cols { (n, NR) } else { (m, MR) };
     // Up to four stripes per thread when each keeps 8 tiles or more and
-    // the operand they all read costs nothing more per stripe (packed
-    // ahead of time or below, or fp16 widened per row block anyway):
+    // the operand they all read costs nothing more per stripe (read in
+    // place, or packed below):
     // threads that finish early take the next stripe, so a core slowed by
     // another process does not hold up the other.
     let shared = if by_cols { a } else { b };
@@ -331,7 +332,7 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
     };
     let run = |a: Operand, b: Operand| {
         let read_whole = if by_cols { a } else { b };
-        let step = stripes(matches!(read_whole, Operand::Packed(_)) || (matches!(read_whole, Operand::PackedF16(_)) && !by_cols));
+        let step = stripes(in_place(read_whole, by_cols));
         (0..len.div_ceil(step)).into_par_iter().for_each(|t| {
             let s0 = t * step;
             let part = step.min(len - s0);
@@ -345,7 +346,7 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
             }
         })
     };
-    if !shares(shared, whole) {
+    if !shares(shared, whole, by_cols) {
         return run(a, b);
     }
     // Busy only if a stripe's own work (say a kernel's nested GEMM)
@@ -393,8 +394,19 @@ const SHARED_MAX: usize = 1 << 20;
 
 /// Whether a threaded call packs `op`, the operand every stripe reads, up
 /// front (see [`SHARED_MAX`]).
-fn shares(op: Operand, elems: usize) -> bool {
-    matches!(op, Operand::Strided(_) | Operand::Source(_)) && elems <= SHARED_MAX
+fn shares(op: Operand, elems: usize, lhs: bool) -> bool {
+    matches!(op, Operand::Strided(_) | Operand::Source(_)) && !in_place(op, lhs) && elems <= SHARED_MAX
+}
+
+/// Whether the kernel reads `op` where it is, unpacked: a row-major A (see
+/// the kernel's `RowsA`). Packed B is read in place too, fp16 included.
+fn in_place(op: Operand, lhs: bool) -> bool {
+    match op {
+        Operand::Strided(s) => lhs && s.cs == 1,
+        Operand::Packed(_) => true,
+        Operand::PackedF16(_) => !lhs,
+        Operand::Source(_) => false,
+    }
 }
 
 /// Estimated cycles of the busiest thread when C is cut into column
@@ -407,23 +419,26 @@ fn split_cost(by_cols: bool, m: usize, n: usize, k: usize, a: Operand, b: Operan
     let (rows, cols) = if by_cols { (m, n.div_ceil(threads).next_multiple_of(NR).min(n)) } else { (m.div_ceil(threads).next_multiple_of(MR).min(m), n) };
     // 24 FMAs per k step of a full tile, two per cycle.
     let compute = edge_cost(rows, MR) * edge_cost(cols, NR) * (k * 12) as f32;
-    let pack_a = prep_cost(a, m * k, by_cols, rows as f32 / m as f32, t, cols.div_ceil(NC));
-    let pack_b = prep_cost(b, k * n, !by_cols, cols as f32 / n as f32, t, rows.div_ceil(MC));
+    let pack_a = prep_cost(a, true, m * k, by_cols, rows as f32 / m as f32, t, cols.div_ceil(NC));
+    let pack_b = prep_cost(b, false, k * n, !by_cols, cols as f32 / n as f32, t, rows.div_ceil(MC));
     compute + pack_a + pack_b
 }
 
-/// Cycles one thread spends preparing an operand of `elems` values: ~1 per
-/// value packed, ~0.5 per value widened from fp16. The operand every
-/// stripe reads (`whole`) is packed once by all threads, or by each when
-/// too large to share; packed fp16 is widened for this thread's `part` of
-/// it, once per block (`blocks`) of the other operand.
-fn prep_cost(op: Operand, elems: usize, whole: bool, part: f32, threads: f32, blocks: usize) -> f32 {
+/// Cycles one thread spends preparing an operand (`lhs`: A) of `elems`
+/// values: ~1 per value packed, ~0.5 per value widened from fp16, none
+/// for one read in place. The operand every stripe reads (`whole`) is
+/// packed once by all threads, or by each when too large to share; a
+/// packed fp16 A is widened for this thread's `part` of it, once per block
+/// (`blocks`) of B.
+fn prep_cost(op: Operand, lhs: bool, elems: usize, whole: bool, part: f32, threads: f32, blocks: usize) -> f32 {
     let e = elems as f32;
+    if in_place(op, lhs) {
+        return 0.0;
+    }
     match op {
-        Operand::Strided(_) | Operand::Source(_) if whole && !shares(op, elems) => e,
-        Operand::Strided(_) | Operand::Source(_) => e / threads,
         Operand::PackedF16(_) => 0.5 * e * part * blocks as f32,
-        _ => 0.0,
+        _ if whole && !shares(op, elems, lhs) => e,
+        _ => e / threads,
     }
 }
 
@@ -463,17 +478,17 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                     *v = v.max(lo).min(hi);
                 }
             }
+            if epi.round {
+                round_f16_slice_serial(row);
+            }
         }
         return;
     }
     PACK.with(|cell| {
         let mut bufs = cell.borrow_mut();
-        let (pa, pb, panel) = &mut *bufs;
-        let need_a = if matches!(a, Operand::Packed(_)) { 0 } else { m.next_multiple_of(MR).min(MC) * KC };
+        let (pa, pb) = &mut *bufs;
+        let need_a = if in_place(a, true) { 0 } else { m.next_multiple_of(MR).min(MC) * KC };
         let need_b = if matches!(b, Operand::Strided(_) | Operand::Source(_)) { n.next_multiple_of(NR).min(NC) * KC } else { 0 };
-        if panel.len() < KC * NR {
-            panel.resize(KC * NR, 0.0);
-        }
         if pa.len() < need_a {
             pa.resize(need_a, 0.0);
         }
@@ -485,8 +500,7 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
             let nc = NC.min(n - jc);
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
-                // fp16 B is widened a micro-panel at a time, into a buffer
-                // that stays in L1 while every row tile of A passes over it.
+                // fp16 B is read in place: the kernel widens it as it loads.
                 let (bblock, half): (&[f32], &[f16]) = match b {
                     Operand::Packed(p) => (p.block(pc, kc, jc), &[]),
                     Operand::PackedF16(p) => (&[], p.block(pc, kc, jc)),
@@ -504,6 +518,7 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
                     let ablock: &[f32] = match a {
+                        Operand::Strided(s) if s.cs == 1 => &[],
                         Operand::Strided(_) | Operand::Source(_) => {
                             let pa = &mut pa[..mc.next_multiple_of(MR) * kc];
                             for (p, panel) in pa.chunks_exact_mut(MR * kc).enumerate() {
@@ -521,19 +536,16 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                     };
                     for jr in (0..nc).step_by(NR) {
                         let nr = NR.min(nc - jr);
-                        let bp = if half.is_empty() {
-                            bblock.as_ptr().add(jr * kc)
-                        } else {
-                            f16_to_f32_serial(&half[jr * kc..(jr + NR) * kc], &mut panel[..NR * kc]);
-                            panel.as_ptr()
-                        };
                         let col_bias = match epi.col_bias {
                             Some(bias) if last => bias.as_ptr().add(jc + jr),
                             _ => std::ptr::null(),
                         };
                         for ir in (0..mc).step_by(MR) {
                             let mr = MR.min(mc - ir);
-                            let ap = ablock.as_ptr().add(ir * kc);
+                            let ap = match a {
+                                Operand::Strided(s) if s.cs == 1 => ATile::Rows { ptr: s.ptr.offset((ic + ir) as isize * s.rs + pc as isize), ld: s.rs },
+                                _ => ATile::Panel(ablock.as_ptr().add(ir * kc)),
+                            };
                             let cp = c.add((ic + ir) * ldc + jc + jr);
                             let tile_epi = TileEpi {
                                 row_bias: match epi.row_bias {
@@ -542,9 +554,11 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                                 },
                                 col_bias,
                                 clamp: last && epi.clamp.is_some(),
+                                round: last && epi.round,
                                 lo,
                                 hi,
                             };
+                            let bp = if half.is_empty() { BTile::F32(bblock.as_ptr().add(jr * kc)) } else { BTile::F16(half.as_ptr().add(jr * kc)) };
                             tile(kc, ap, bp, cp, ldc, mr, nr, add, &tile_epi);
                         }
                     }
@@ -561,14 +575,32 @@ struct TileEpi {
     row_bias: *const f32,
     col_bias: *const f32,
     clamp: bool,
+    round: bool,
     lo: f32,
     hi: f32,
+}
+
+/// Where a tile's A rows are: a packed micro-panel, or rows of a row-major
+/// matrix (stride `ld`) read in place.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum ATile {
+    Panel(*const f32),
+    Rows { ptr: *const f32, ld: isize },
+}
+
+/// A tile's packed B micro-panel, f32 or fp16 (widened as the kernel loads it).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum BTile {
+    F32(*const f32),
+    F16(*const f16),
 }
 
 /// The register kernel (only reached once AVX-512 was detected).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, add: bool, epi: &TileEpi) {
+unsafe fn tile(kc: usize, a: ATile, b: BTile, c: *mut f32, ldc: usize, mr: usize, nr: usize, add: bool, epi: &TileEpi) {
     #[cfg(target_arch = "x86_64")]
     avx512::tile(kc, a, b, c, ldc, mr, nr, add, epi);
     #[cfg(not(target_arch = "x86_64"))]
@@ -673,10 +705,9 @@ pub(crate) fn reserve_packing() {
         return;
     }
     PACK.with(|cell| {
-        let (pa, pb, panel) = &mut *cell.borrow_mut();
+        let (pa, pb) = &mut *cell.borrow_mut();
         pa.resize(pa.len().max(MC * KC), 0.0);
         pb.resize(pb.len().max(NC * KC), 0.0);
-        panel.resize(panel.len().max(KC * NR), 0.0);
     });
 }
 
