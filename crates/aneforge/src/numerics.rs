@@ -176,6 +176,12 @@ pub fn round_f16_slice(xs: &mut [f32]) {
     }
 }
 
+/// [`round_f16_slice`] on the calling thread only (for kernels already
+/// running on a pool worker, a block at a time).
+pub fn round_f16_slice_serial(xs: &mut [f32]) {
+    simd::round(xs);
+}
+
 /// fp16 → f32 on the calling thread only (for kernels already running
 /// on a pool worker).
 pub fn f16_to_f32_serial(src: &[f16], dst: &mut [f32]) {

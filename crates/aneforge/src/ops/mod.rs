@@ -71,6 +71,12 @@ pub trait OpDef {
     fn cost(&self, _ins: &[&Fact], out: &Fact) -> Cost {
         Cost { flops: out.numel() as f64 }
     }
+    /// Whether `eval` rounds its own output to fp16 when `ctx.fp16` (a GEMM
+    /// does it in its epilogue, while a tile is in registers), so the sim
+    /// skips its rounding pass after the kernel.
+    fn rounds_output(&self) -> bool {
+        false
+    }
     /// Work a kernel can do once, at compile time, from its constant inputs
     /// (`consts[i]` is input i's data when it is a constant). The sim passes
     /// the result to `eval` as one extra trailing input.
@@ -156,6 +162,9 @@ impl Op {
     }
     pub fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut Vec<f32>, ctx: &EvalCtx) {
         dispatch!(self, x => x.eval(ins, out, out_shape, scratch, ctx))
+    }
+    pub fn rounds_output(&self) -> bool {
+        dispatch!(self, x => x.rounds_output())
     }
     pub fn scratch_len(&self, ins: &[&Fact], out: &Fact) -> usize {
         dispatch!(self, x => x.scratch_len(ins, out))

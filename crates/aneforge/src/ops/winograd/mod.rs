@@ -11,6 +11,7 @@
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
+use crate::numerics::round_f16_slice_serial;
 #[cfg(target_arch = "x86_64")]
 use crate::sgemm::has_avx512;
 use crate::sgemm::{pack_lhs_each, packed_len, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData};
@@ -54,6 +55,8 @@ fn row_len(wo: usize) -> usize {
 pub(crate) struct Finish<'a> {
     pub bias: Option<&'a [f32]>,
     pub clamp: Option<(f32, f32)>,
+    /// Round the output to fp16 (each plane while it is in cache).
+    pub round: bool,
 }
 
 /// One image: x [C, H, W] (unpadded), w [O, C, 3, 3], out [O, Ho, Wo].
@@ -151,7 +154,8 @@ pub(crate) fn conv3x3(
         unsafe { sgemm(o, t, c, a, Operand::Strided(Mat::rows(&v[e * ct..], t)), me.as_mut_ptr(), t, false, Epilogue::default(), false) };
     });
 
-    // Y = Aᵀ M A, a row of tiles at a time, then bias and clamp.
+    // Y = Aᵀ M A, a row of tiles at a time, then bias and clamp, then the
+    // plane's fp16 rounding while it is in cache.
     let m = &*m;
     let ot = o * t;
     let (lo, hi) = finish.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
@@ -181,6 +185,9 @@ pub(crate) fn conv3x3(
                     output_row(&cols, n, &mut drow[R * t0..], bias, lo, hi);
                 }
             }
+        }
+        if finish.round {
+            round_f16_slice_serial(dst);
         }
     });
 }
@@ -354,7 +361,7 @@ mod tests {
             let (want, ho, wo) = direct(&x, c, h, w, &wt, o, pad);
             let mut got = vec![0.0; o * ho * wo];
             let mut scratch = vec![0.0; scratch_len(c, o, ho, wo)];
-            let finish = Finish { bias: None, clamp: None };
+            let finish = Finish { bias: None, clamp: None, round: false };
             conv3x3(&x, c, h, w, &wt, None, o, [pad[0], pad[1]], &mut got, ho, wo, finish, &mut scratch);
             let u = transform_weights(&wt, o, c);
             let mut got2 = vec![0.0; o * ho * wo];
