@@ -22,6 +22,7 @@ use crate::fact::{human_bytes, Fact};
 use crate::graph::Graph;
 use crate::numerics::round_f16_slice;
 use crate::ops::{EvalCtx, Op, Param, View};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,7 +277,7 @@ impl SimProgram {
                 in_shapes,
                 out,
                 out_shape: node.fact.shape.clone(),
-                round: ctx.fp16 && node.fact.dtype == DType::F16 && !node.op.is_exact(),
+                round: ctx.fp16 && node.fact.dtype == DType::F16 && !node.op.is_exact() && !node.op.rounds_output(),
             });
             // Free the slots of inputs whose last reader is this step.
             let mut dead: Vec<usize> = node.inputs.iter().map(|&j| root[j]).filter(|&j| last_use[j] == i).collect();
@@ -385,7 +386,22 @@ impl SimProgram {
         // blocks the caller on a latch and pushes a job onto rayon's shared
         // queue, whose blocks are heap-allocated. One hand-off per run
         // instead of one per kernel: faster, and nearly allocation-free.
-        rayon::scope(|_| self.run_steps(st))
+        //
+        // A second worker stays with the run until it ends, taking each
+        // kernel's parallel work as it appears: left to itself it falls
+        // asleep in the serial stretches between kernels, and waking a
+        // sleeping vCPU costs tens of microseconds. (Any further workers
+        // still steal as usual.)
+        rayon::scope(|_| {
+            let done = AtomicBool::new(false);
+            rayon::join(
+                || {
+                    self.run_steps(st);
+                    done.store(true, Ordering::Release);
+                },
+                || assist_until(&done),
+            );
+        })
     }
 
     fn run_steps(&self, st: &mut SimState) {
@@ -524,4 +540,13 @@ pub fn profile_report() -> String {
         s += &format!("  {name:<40} {:9.2} ms {:5.1}%  {n} calls\n", secs * 1e3, 100.0 * secs / total.max(1e-12));
     }
     s
+}
+
+/// Runs the pool's pending jobs on this worker until `done` is set.
+fn assist_until(done: &AtomicBool) {
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
+        }
+    }
 }
