@@ -24,36 +24,51 @@ impl OpDef for Softmax {
         norm_axis(&op, self.axis as i64, inputs[0].rank())?;
         Ok(inputs[0].clone())
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
         let x = ins[0];
         let n = x.shape[self.axis];
         let inner: usize = x.shape[self.axis + 1..].iter().product();
         let log = self.log;
-        let body = |(o, xs): (&mut [f32], &[f32])| {
-            if inner == 1 {
-                softmax_row(xs, o, log);
-            } else {
-                for j in 0..inner {
-                    let mut m = f32::NEG_INFINITY;
-                    for i in 0..n {
-                        m = m.max(xs[i * inner + j]);
-                    }
-                    let mut s = 0.0f32;
-                    for i in 0..n {
-                        let e = crate::numerics::exp(xs[i * inner + j] - m);
-                        o[i * inner + j] = e;
-                        s += e;
-                    }
-                    for i in 0..n {
-                        o[i * inner + j] = if log { xs[i * inner + j] - m - s.ln() } else { o[i * inner + j] / s };
-                    }
-                }
-            }
-        };
+        let body = |(o, xs): (&mut [f32], &[f32])| rounded(o, ctx, |o| softmax_slice(xs, o, n, inner, log));
         rows_in_parallel(out, x.data, n * inner, body);
+    }
+    fn rounds_output(&self) -> bool {
+        true
     }
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
         Cost { flops: out.numel() as f64 * 5.0 }
+    }
+}
+
+/// Softmax of one slice: `n` positions along the axis by `inner` after it.
+fn softmax_slice(xs: &[f32], o: &mut [f32], n: usize, inner: usize, log: bool) {
+    if inner == 1 {
+        return softmax_row(xs, o, log);
+    }
+    for j in 0..inner {
+        let mut m = f32::NEG_INFINITY;
+        for i in 0..n {
+            m = m.max(xs[i * inner + j]);
+        }
+        let mut s = 0.0f32;
+        for i in 0..n {
+            let e = crate::numerics::exp(xs[i * inner + j] - m);
+            o[i * inner + j] = e;
+            s += e;
+        }
+        for i in 0..n {
+            o[i * inner + j] = if log { xs[i * inner + j] - m - s.ln() } else { o[i * inner + j] / s };
+        }
+    }
+}
+
+/// `f(out)`, then `out` rounded to fp16 when the program stores fp16: a
+/// row op rounds its rows while they are in L1, rather than leaving the
+/// sim a pass of its own over the output.
+fn rounded(out: &mut [f32], ctx: &EvalCtx, f: impl FnOnce(&mut [f32])) {
+    f(out);
+    if ctx.fp16 {
+        crate::numerics::round_f16_slice_serial(out);
     }
 }
 
@@ -75,8 +90,17 @@ const ROWS_TASK_WORK: usize = 1 << 14;
 fn softmax_row(xs: &[f32], o: &mut [f32], log: bool) {
     use crate::numerics::{exp, max_f32, sum_f32};
     let m = max_f32(xs);
-    // Separate passes keep each loop free of a carried dependency, so they vectorise.
-    for (o, &v) in o.iter_mut().zip(xs) {
+    // Separate passes keep each loop free of a carried dependency, so they
+    // vectorise; two vectors per step give exp's long chain of dependent
+    // operations a second chain to overlap with.
+    let mut oc = o.chunks_exact_mut(32);
+    let mut xc = xs.chunks_exact(32);
+    for (ov, xv) in (&mut oc).zip(&mut xc) {
+        for k in 0..32 {
+            ov[k] = exp(xv[k] - m);
+        }
+    }
+    for (o, &v) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
         *o = exp(v - m);
     }
     let s = sum_f32(o);
@@ -147,13 +171,13 @@ impl OpDef for Norm {
         }
         Ok(x.clone())
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
         let x = ins[0];
         let n: usize = x.shape[x.shape.len() - self.naxes..].iter().product();
         let gamma = if self.gamma { Some(ins[1].data) } else { None };
         let beta = if self.beta { Some(ins[1 + self.gamma as usize].data) } else { None };
         let (kind, eps) = (self.kind, self.eps);
-        let body = |(o, xs): (&mut [f32], &[f32])| {
+        let body = |(o, xs): (&mut [f32], &[f32])| rounded(o, ctx, |o| {
             let inv_n = 1.0 / n as f32;
             use crate::numerics::sum_f32;
             // Two passes (mean, then centred squares) avoid the cancellation of E[x²] − E[x]².
@@ -188,8 +212,11 @@ impl OpDef for Norm {
                     }
                 }
             }
-        };
+        });
         rows_in_parallel(out, x.data, n, body);
+    }
+    fn rounds_output(&self) -> bool {
+        true
     }
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
         Cost { flops: out.numel() as f64 * 8.0 }
