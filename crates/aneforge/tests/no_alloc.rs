@@ -196,6 +196,14 @@ fn inference_program() -> Compiled {
 /// One SGD step of a small conv net, parameters resident: the backward ops
 /// (conv weight and input gradients, pool, activation and gather
 /// gradients) plus the update.
+/// A small MLP: its steps are all below the sim's inline bounds.
+fn small_program() -> Compiled {
+    let x = b::input(&[4, 32], DType::F16, Some("x")).unwrap();
+    let h = b::relu(&b::matmul(&x, &konst(&[32, 16], 20)).unwrap()).unwrap();
+    let y = b::softmax(&b::matmul(&h, &konst(&[16, 8], 21)).unwrap(), -1).unwrap();
+    compile(&[y], CompileOptions::default()).unwrap()
+}
+
 fn training_program() -> Compiled {
     let x = b::input(&[4, 16, 16, 16], DType::F16, Some("x")).unwrap();
     let w1 = b::parameter(values(16 * 16 * 9, 20).iter().map(|v| v * 0.1).collect(), vec![16, 16, 3, 3], Some("w1")).unwrap();
@@ -234,8 +242,14 @@ fn steady_state_calls_allocate_nothing() {
         assert!(ops.contains(want), "no {want} op left in the compiled programs: {ops:?}");
     }
 
+    // Both go through the pool (the hand-off, the assisting worker); a
+    // small program runs on the caller's thread, and is counted too.
+    assert!(!inference.program.runs_inline() && !training.program.runs_inline(), "the programs no longer reach the pool");
+    let small = small_program();
+    assert!(small.program.runs_inline(), "the small program should run on the caller's thread");
+
     const CALLS: usize = 10;
-    for (what, c) in [("inference", &inference), ("training step", &training)] {
+    for (what, c) in [("inference", &inference), ("training step", &training), ("small, inline", &small)] {
         let n = steady_state_allocations(c, CALLS);
         eprintln!(
             "{what}: {CALLS} steady-state runs allocated {} times in aneforge, {} in rayon's injector, {} in the gemm crate",

@@ -67,7 +67,18 @@ pub struct SimProgram {
     pub inputs: Vec<Port>,
     pub outputs: Vec<Port>,
     pub ctx: EvalCtx,
+    /// Every step is small enough to run on one thread: the run stays on
+    /// the caller's thread (see [`SimProgram::run`]).
+    inline: bool,
 }
+
+/// A program whose every step stays below both bounds (values in any
+/// input or output, and flops) runs on the caller's thread: its kernels
+/// would not split across threads anyway (their own thresholds are at or
+/// above these), and handing the run to the pool costs two thread
+/// wake-ups, 7 µs of a 10 µs call of a small net on the 2-CPU VM.
+const INLINE_MAX_VALUES: usize = 1 << 14;
+const INLINE_MAX_FLOPS: f64 = (1u64 << 19) as f64;
 
 /// The buffers of one program instance.
 pub struct SimState {
@@ -167,6 +178,7 @@ impl SimProgram {
         let mut slot_sizes: Vec<usize> = vec![];
         let mut free: Vec<usize> = vec![];
         let mut steps = vec![];
+        let mut inline = true;
         let mut scratch = 0usize;
         let mut inputs = vec![];
         let input_ids = g.inputs();
@@ -269,6 +281,9 @@ impl SimProgram {
                 consts.push(Arc::new(extra));
                 ins.push(Loc::Const(consts.len() - 1));
             }
+            inline &= node.fact.numel() < INLINE_MAX_VALUES
+                && facts.iter().all(|f| f.numel() < INLINE_MAX_VALUES)
+                && node.op.cost(&facts, &node.fact).flops < INLINE_MAX_FLOPS;
             let out = alloc(node.fact.numel(), &mut slot_sizes, &mut free);
             loc[i] = Some(Loc::Slot(out));
             steps.push(Step {
@@ -314,7 +329,7 @@ impl SimProgram {
                 }
             }
         }
-        Ok(SimProgram { steps, state, slot_sizes, scratch, consts, inputs, outputs, ctx })
+        Ok(SimProgram { steps, state, slot_sizes, scratch, consts, inputs, outputs, ctx, inline })
     }
 
     /// Allocates the buffers for one instance.
@@ -380,6 +395,9 @@ impl SimProgram {
 
     /// Runs every step. Inputs must already be in place (`input_mut`).
     pub fn run(&self, st: &mut SimState) {
+        if self.inline {
+            return self.run_steps(st);
+        }
         // The whole run goes to the thread pool at once (a scope's body runs
         // on a worker): every parallel kernel is then a cheap fork inside
         // the pool rather than a hand-off from a foreign thread, which
@@ -440,6 +458,11 @@ impl SimProgram {
             st.slots[s.slot][..n].copy_from_slice(&v[..n]);
             st.slots[src] = v;
         }
+    }
+
+    /// Whether runs stay on the caller's thread (every step is small).
+    pub fn runs_inline(&self) -> bool {
+        self.inline
     }
 
     pub fn num_steps(&self) -> usize {
