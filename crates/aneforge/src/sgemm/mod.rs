@@ -8,8 +8,10 @@
 //! buffers that live per thread and only ever grow (so a warm program does
 //! not allocate), and threading by whole column (or row) stripes so each
 //! core owns its output and its packed panels. Operands that are compile
-//! time constants can be packed once ([`pack_lhs_each`]) and skip packing per
-//! call. Machines without AVX-512 fall back to the `gemm` crate.
+//! time constants can be packed once ([`pack_lhs_each`], [`pack_rhs`]) and
+//! skip packing per call (a packed fp16 B is widened by the kernel's own
+//! loads); a row-major A is never packed, the kernel reads its rows in
+//! place. Machines without AVX-512 fall back to the `gemm` crate.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
