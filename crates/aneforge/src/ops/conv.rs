@@ -3,7 +3,7 @@
 //! 1x1 fast path that skips im2col and a direct depthwise kernel.
 
 use super::elementwise::Unary;
-use super::linalg::epilogue_planes;
+use super::linalg::{after_epilogue, epilogue_act, epilogue_planes};
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{fmt_shape, Fact};
@@ -160,9 +160,7 @@ impl OpDef for Conv {
         // Bias, a clamp-like activation and fp16 rounding run inside the
         // kernels below; any other activation runs after them, and the
         // rounding after it.
-        let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
-        let round_after = ctx.fp16 && self.act.is_some() && clamp.is_none();
-        let round = ctx.fp16 && !round_after;
+        let (clamp, round) = epilogue_act(self.act, ctx);
         if self.is_winograd_dims(c, o, oh, ow) {
             let finish = super::winograd::Finish { bias: self.bias.then(|| ins[2].data), clamp, round };
             for b in 0..n {
@@ -220,12 +218,7 @@ impl OpDef for Conv {
                 }
             }
         }
-        if let Some(act) = self.act.filter(|_| clamp.is_none()) {
-            act.apply_in_place(out, ctx.ieee);
-        }
-        if round_after {
-            round_f16_slice(out);
-        }
+        after_epilogue(out, self.act, ctx);
     }
 
     fn rounds_output(&self) -> bool {

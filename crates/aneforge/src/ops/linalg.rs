@@ -114,10 +114,8 @@ impl OpDef for MatMul {
         let (b_rs, b_cs) = if self.transpose_b { (1isize, k as isize) } else { (n as isize, 1isize) };
         // A trailing extra input is B packed at compile time (see `prepare`).
         let packed_b = (ins.len() > 2 + self.bias as usize).then(|| ins[ins.len() - 1].data);
-        let clamp = self.act.and_then(|u| u.as_clamp(ctx.ieee));
-        // fp16 rounding goes in the epilogue unless an activation follows it.
-        let round_after = ctx.fp16 && self.act.is_some() && clamp.is_none();
-        let epi = Epilogue { row_bias: None, col_bias: if self.bias { Some(ins[2].data) } else { None }, clamp, round: ctx.fp16 && !round_after };
+        let (clamp, round) = epilogue_act(self.act, ctx);
+        let epi = Epilogue { row_bias: None, col_bias: if self.bias { Some(ins[2].data) } else { None }, clamp, round };
         let flops = m * n * k;
         let run = |bi: usize, dst: &mut [f32], parallel: bool| {
             let ao = offset(bi, &sa, m * k);
@@ -141,12 +139,7 @@ impl OpDef for MatMul {
                 run(bi, dst, flops >= PAR_FLOPS);
             }
         }
-        if let Some(act) = self.act.filter(|_| clamp.is_none()) {
-            act.apply_in_place(out, ctx.ieee);
-        }
-        if round_after {
-            round_f16_slice(out);
-        }
+        after_epilogue(out, self.act, ctx);
     }
 
     fn rounds_output(&self) -> bool {
@@ -167,6 +160,25 @@ impl OpDef for MatMul {
     fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {
         let (_, k, _, _) = self.dims(&ins[0].shape, &ins[1].shape);
         Cost { flops: 2.0 * out.numel() as f64 * k as f64 }
+    }
+}
+
+/// What a GEMM-based kernel's epilogue takes of an op's activation: the
+/// clamp it is (relu, relu6, clip), and whether the epilogue also rounds
+/// to fp16, which it does unless another activation must come first.
+pub(crate) fn epilogue_act(act: Option<Unary>, ctx: &EvalCtx) -> (Option<(f32, f32)>, bool) {
+    let clamp = act.and_then(|u| u.as_clamp(ctx.ieee));
+    (clamp, ctx.fp16 && (act.is_none() || clamp.is_some()))
+}
+
+/// The rest of [`epilogue_act`]'s activation, over the whole output: one
+/// that is not a clamp, then the fp16 rounding the epilogue left to it.
+pub(crate) fn after_epilogue(out: &mut [f32], act: Option<Unary>, ctx: &EvalCtx) {
+    if let Some(act) = act.filter(|u| u.as_clamp(ctx.ieee).is_none()) {
+        act.apply_in_place(out, ctx.ieee);
+        if ctx.fp16 {
+            round_f16_slice(out);
+        }
     }
 }
 
