@@ -404,10 +404,19 @@ fn shares(op: Operand, elems: usize, lhs: bool) -> bool {
 /// the kernel's `RowsA`). Packed B is read in place too, fp16 included.
 fn in_place(op: Operand, lhs: bool) -> bool {
     match op {
-        Operand::Strided(s) => lhs && s.cs == 1,
+        Operand::Strided(_) => lhs && row_major(op).is_some(),
         Operand::Packed(_) => true,
         Operand::PackedF16(_) => !lhs,
         Operand::Source(_) => false,
+    }
+}
+
+/// `op` as a row-major matrix (contiguous along k), the form of A the
+/// kernel reads in place.
+fn row_major(op: Operand) -> Option<Mat> {
+    match op {
+        Operand::Strided(s) if s.cs == 1 => Some(s),
+        _ => None,
     }
 }
 
@@ -490,6 +499,7 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
         let mut bufs = cell.borrow_mut();
         let (pa, pb) = &mut *bufs;
         let need_a = if in_place(a, true) { 0 } else { m.next_multiple_of(MR).min(MC) * KC };
+        let a_rows = row_major(a);
         let need_b = if matches!(b, Operand::Strided(_) | Operand::Source(_)) { n.next_multiple_of(NR).min(NC) * KC } else { 0 };
         if pa.len() < need_a {
             pa.resize(need_a, 0.0);
@@ -520,7 +530,7 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
                     let ablock: &[f32] = match a {
-                        Operand::Strided(s) if s.cs == 1 => &[],
+                        _ if a_rows.is_some() => &[],
                         Operand::Strided(_) | Operand::Source(_) => {
                             let pa = &mut pa[..mc.next_multiple_of(MR) * kc];
                             for (p, panel) in pa.chunks_exact_mut(MR * kc).enumerate() {
@@ -544,9 +554,9 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                         };
                         for ir in (0..mc).step_by(MR) {
                             let mr = MR.min(mc - ir);
-                            let ap = match a {
-                                Operand::Strided(s) if s.cs == 1 => ATile::Rows { ptr: s.ptr.offset((ic + ir) as isize * s.rs + pc as isize), ld: s.rs },
-                                _ => ATile::Panel(ablock.as_ptr().add(ir * kc)),
+                            let ap = match a_rows {
+                                Some(s) => ATile::Rows { ptr: s.ptr.offset((ic + ir) as isize * s.rs + pc as isize), ld: s.rs },
+                                None => ATile::Panel(ablock.as_ptr().add(ir * kc)),
                             };
                             let cp = c.add((ic + ir) * ldc + jc + jr);
                             let tile_epi = TileEpi {
