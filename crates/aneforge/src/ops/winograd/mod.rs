@@ -36,18 +36,24 @@ pub(crate) fn applies(c: usize, o: usize, ho: usize, wo: usize) -> bool {
 }
 
 /// Scratch floats: U [36, O, C] (when the weights are not constant) +
-/// V [36, C, T] + M [36, O, T], plus per channel 12 padded rows for the
-/// input transform.
+/// V [36, C, T] + M [36, O, T], plus 12 padded rows per parallel part
+/// for the input transform.
 pub(crate) fn scratch_len(c: usize, o: usize, ho: usize, wo: usize) -> usize {
     let t = ho.div_ceil(R) * wo.div_ceil(R);
-    E * (o * c + c * t + o * t) + c * 2 * A * row_len(wo)
+    E * (o * c + c * t + o * t) + parts() * 2 * A * row_len(wo)
+}
+
+/// Parallel parts a conv is split into (bands of tiles, or ranges of
+/// channels): one per thread.
+fn parts() -> usize {
+    rayon::current_num_threads().max(1)
 }
 
 /// Padded input row length covering every tile of an output row (tile tx
 /// reads columns 4tx..4tx+5), with slack so the vector transform can read
-/// whole 16-tile groups.
+/// whole 16-tile groups from any starting tile.
 fn row_len(wo: usize) -> usize {
-    R * wo.div_ceil(R).next_multiple_of(16) + R
+    R * (wo.div_ceil(R).next_multiple_of(16) + 16) + R
 }
 
 /// What the output transform adds: a bias per output channel, then a clamp.
@@ -55,13 +61,18 @@ fn row_len(wo: usize) -> usize {
 pub(crate) struct Finish<'a> {
     pub bias: Option<&'a [f32]>,
     pub clamp: Option<(f32, f32)>,
-    /// Round the output to fp16 (each plane while it is in cache).
+    /// Round the output to fp16 (each piece while it is in cache).
     pub round: bool,
 }
 
 /// One image: x [C, H, W] (unpadded), w [O, C, 3, 3], out [O, Ho, Wo].
 /// `pad` is (top, left). `prepared` is [`transform_weights`] of constant
 /// weights.
+///
+/// Either each thread takes a band of tiles through all three steps
+/// (input transform, the 36 GEMMs, output transform) in chunks of ~32
+/// tiles, one parallel region in all, or each step is split its own way;
+/// `by_band` chooses.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv3x3(
     x: &[f32],
@@ -78,14 +89,12 @@ pub(crate) fn conv3x3(
     finish: Finish,
     scratch: &mut [f32],
 ) {
-    let (th, tw) = (ho.div_ceil(R), wo.div_ceil(R));
-    let t = th * tw;
+    let tw = wo.div_ceil(R);
+    let t = ho.div_ceil(R) * tw;
     let (u_buf, rest) = scratch.split_at_mut(E * o * c);
-    let (v, rest) = rest.split_at_mut(E * c * t);
-    let (m, rows_scratch) = rest.split_at_mut(E * o * t);
+    let (vm, rows_scratch) = rest.split_at_mut(E * (c + o) * t);
 
     // U = G g Gᵀ, 36 matrices [O, C]: precomputed (and packed) for constant weights.
-    let oc = o * c;
     let packed_len = packed_len(o, c);
     let (u, packed): (&[f32], Option<PackedData>) = match prepared {
         Some(p) if packs_constants() => (p, Some(PackedData::new(p))),
@@ -95,17 +104,115 @@ pub(crate) fn conv3x3(
             (u_buf, None)
         }
     };
-
-    // V = Bᵀ d B per (channel, tile).
-    let ct = c * t;
     let lp = row_len(wo);
-    let v_ptr = SendPtr(v.as_mut_ptr());
+    let parts = parts().min(rows_scratch.len() / (2 * A * lp)).max(1);
+    let geo = Geometry { c, o, h, w, pad, tw, ho, wo };
+    let gemm = |e: usize, v: &[f32], m: &mut [f32], tc: usize| {
+        let a = match &packed {
+            Some(p) => Operand::packed_lhs(p, o).nth(e, packed_len),
+            None => Operand::Strided(Mat::rows(&u[e * o * c..], c)),
+        };
+        // SAFETY: U_e [O, C], V_e [C, tc], M_e [O, tc], all row-major.
+        unsafe { sgemm(o, tc, c, a, Operand::Strided(Mat::rows(v, tc)), m.as_mut_ptr(), tc, false, Epilogue::default(), false) };
+    };
+    let (vm_ptr, rows_ptr, out_ptr) = (SendPtr(vm.as_mut_ptr()), SendPtr(rows_scratch.as_mut_ptr()), SendPtr(out.as_mut_ptr()));
+    // SAFETY (both forms): every parallel task writes only what it owns,
+    // as each says; `rows_ptr` has 2·A·lp floats per part.
+    let rows_buf = |p: usize| unsafe { std::slice::from_raw_parts_mut(rows_ptr.at(p * 2 * A * lp), 2 * A * lp) };
+    if by_band(c, o, t) {
+        let bands = parts.min(t);
+        (0..bands).into_par_iter().for_each(|b| {
+            let band = t * b / bands..t * (b + 1) / bands;
+            // Band b owns tiles `band`: V and M's floats for them (at an
+            // offset proportional to the first tile) and the output pixels
+            // of those tiles in every plane.
+            let bm = unsafe { std::slice::from_raw_parts_mut(vm_ptr.at(E * (c + o) * band.start), E * (c + o) * band.len()) };
+            let buf = rows_buf(b);
+            // Chunks end on tile rows (a partial row costs a whole row's
+            // column pass) after ~32 tiles.
+            let rows = (32 / tw).max(1);
+            let mut next = band.start;
+            while next < band.end {
+                let tiles = next..band.end.min((next / tw + rows) * tw);
+                next = tiles.end;
+                let tc = tiles.len();
+                let (v, rest) = bm.split_at_mut(E * c * tc);
+                let m = &mut rest[..E * o * tc];
+                input_transform(x, &geo, 0..c, tiles.clone(), buf, SendPtr(v.as_mut_ptr()));
+                for e in 0..E {
+                    gemm(e, &v[e * c * tc..], &mut m[e * o * tc..], tc);
+                }
+                output_transform(m, &geo, 0..o, tiles, out_ptr, finish);
+            }
+        });
+    } else {
+        let (v, m) = vm.split_at_mut(E * c * t);
+        let vp = SendPtr(v.as_mut_ptr());
+        // Part p owns channels `chans` of V, position e its M_e, and
+        // output channel range `outs` its planes.
+        (0..parts).into_par_iter().for_each(|p| input_transform(x, &geo, c * p / parts..c * (p + 1) / parts, 0..t, rows_buf(p), vp));
+        let v = &*v;
+        m.par_chunks_mut(o * t).enumerate().for_each(|(e, me)| gemm(e, &v[e * c * t..], me, t));
+        let m = &*m;
+        (0..parts).into_par_iter().for_each(|p| output_transform(m, &geo, o * p / parts..o * (p + 1) / parts, 0..t, out_ptr, finish));
+    }
+}
+
+/// Whether each thread takes a band of tiles through all three steps
+/// rather than each step being split its own way (input channels, the 36
+/// positions, output channels). Split by step, nearly every value of V
+/// and M moves from one core to the other, twice per conv: on a VM whose
+/// vCPUs sit on different dies (a cache-line round trip of ~1 µs instead
+/// of ~0.1 µs) that made ResNet-18's Winograd layers 40-70% slower. In
+/// bands V and M stay on their core, and consecutive convs read mostly
+/// what the same thread wrote; but every thread reads all of U, once per
+/// chunk (one GEMM column tile, so that its V and M stay in L2), which
+/// pays while U is small beside V and M. Measured on a 2-vCPU VM: ResNet-18's 64-channel
+/// 56x56 convs gain 8% in bands (U is 0.3 MB of fp16, V and M 3.6 MB), the
+/// 128-channel 28x28 ones lose 20% (U 1.2 MB, V and M 1.8 MB).
+fn by_band(c: usize, o: usize, t: usize) -> bool {
+    4 * o * c <= (c + o) * t
+}
+
+/// The sizes the transforms share: input [C, H, W] with `pad` (top,
+/// left), `tw` tiles per row, output planes [Ho, Wo].
+struct Geometry {
+    c: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+    pad: [usize; 2],
+    tw: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geometry {
+    /// The pieces of tile rows that tiles `tiles` (row-major) cover: (tile
+    /// row, first tile in it, tiles, offset of the first within `tiles`).
+    fn pieces(&self, tiles: std::ops::Range<usize>) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
+        let tw = self.tw;
+        (tiles.start / tw..tiles.end.div_ceil(tw)).map(move |ty| {
+            let (a, b) = (tiles.start.max(ty * tw), tiles.end.min((ty + 1) * tw));
+            (ty, a - ty * tw, b - a, a - tiles.start)
+        })
+    }
+}
+
+/// V = Bᵀ d B for tiles `tiles` of channels `chans` into `v`, which
+/// addresses V [36, C, tiles] and whose rows for `chans` the caller owns.
+/// `buf` holds 12 padded rows.
+fn input_transform(x: &[f32], g: &Geometry, chans: std::ops::Range<usize>, tiles: std::ops::Range<usize>, buf: &mut [f32], v: SendPtr) {
+    let Geometry { c, h, w, pad, .. } = *g;
+    let lp = buf.len() / (2 * A);
+    let tc = tiles.len();
+    let ct = c * tc;
     #[cfg(target_arch = "x86_64")]
     let simd = has_avx512();
-    rows_scratch[..c * 2 * A * lp].par_chunks_mut(2 * A * lp).enumerate().for_each(|(ci, buf)| {
+    let (d, tm) = buf.split_at_mut(A * lp);
+    for ci in chans {
         let src = &x[ci * h * w..(ci + 1) * h * w];
-        let (d, tm) = buf.split_at_mut(A * lp);
-        for ty in 0..th {
+        for (ty, tx0, n, off) in g.pieces(tiles.clone()) {
             let y0 = (R * ty) as isize - pad[0] as isize;
             for r in 0..A {
                 let row = &mut d[r * lp..(r + 1) * lp];
@@ -123,73 +230,77 @@ pub(crate) fn conv3x3(
                 row[lo..lo + n].copy_from_slice(&s[..n]);
                 row[lo + n..].fill(0.0);
             }
-            let dr: [&[f32]; A] = std::array::from_fn(|r| &d[r * lp..(r + 1) * lp]);
-            let mut tr: [&mut [f32]; A] = split6(tm, lp);
+            // The column pass covers the piece's columns; the vector row
+            // pass reads (and ignores) up to 16 tiles beyond them.
+            let cols = R * tx0..(R * (tx0 + n.next_multiple_of(16)) + R + 2).min(lp);
+            let dr: [&[f32]; A] = std::array::from_fn(|r| &d[r * lp + cols.start..r * lp + cols.end]);
+            let mut tr: [&mut [f32]; A] = split6(tm, lp).map(|row| &mut row[cols.clone()]);
             input_cols(&dr, &mut tr);
-            let base = ci * t + ty * tw;
+            let base = ci * tc + off;
             for (r, row) in tr.iter().enumerate() {
-                // SAFETY: channel ci owns V[e][ci*t .. (ci+1)*t] for every e, so
-                // these six rows are disjoint from every other task's writes.
-                let mut dst: [&mut [f32]; A] =
-                    std::array::from_fn(|k| unsafe { std::slice::from_raw_parts_mut(v_ptr.at((r * A + k) * ct + base), tw) });
+                // SAFETY: the six rows (r*6 + k; channel ci, this piece's
+                // tiles) are disjoint, inside V and the caller's.
+                let mut dst: [&mut [f32]; A] = std::array::from_fn(|k| unsafe { std::slice::from_raw_parts_mut(v.at((r * A + k) * ct + base), n) });
                 #[cfg(target_arch = "x86_64")]
                 if simd {
-                    // SAFETY: AVX-512F checked; rows are `row_len` long.
+                    // SAFETY: AVX-512F checked; the slice reaches 16 tiles past the piece (see `row_len`).
                     unsafe { avx512::input_row(row, &mut dst) };
                     continue;
                 }
                 input_row(row, &mut dst);
             }
         }
-    });
+    }
+}
 
-    // M_e = U_e V_e for the 36 positions of the transformed tile.
-    let v = &*v;
-    m.par_chunks_mut(o * t).enumerate().for_each(|(e, me)| {
-        let a = match &packed {
-            Some(p) => Operand::packed_lhs(p, o).nth(e, packed_len),
-            None => Operand::Strided(Mat::rows(&u[e * oc..], c)),
-        };
-        // SAFETY: U_e [O, C], V_e [C, T], M_e [O, T], all row-major.
-        unsafe { sgemm(o, t, c, a, Operand::Strided(Mat::rows(&v[e * ct..], t)), me.as_mut_ptr(), t, false, Epilogue::default(), false) };
-    });
-
-    // Y = Aᵀ M A, a row of tiles at a time, then bias and clamp, then the
-    // plane's fp16 rounding while it is in cache.
-    let m = &*m;
-    let ot = o * t;
+/// Y = Aᵀ M A for tiles `tiles` (M [36, O, tiles]) into their output
+/// pixels of planes `outs`, then bias and clamp, then fp16 rounding of
+/// what was written while it is in cache.
+fn output_transform(m: &[f32], g: &Geometry, outs: std::ops::Range<usize>, tiles: std::ops::Range<usize>, out: SendPtr, finish: Finish) {
+    let (ho, wo) = (g.ho, g.wo);
+    let ot = g.o * tiles.len();
     let (lo, hi) = finish.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    out.par_chunks_mut(ho * wo).enumerate().for_each(|(oi, dst)| {
+    for oi in outs {
         let bias = finish.bias.map_or(0.0, |b| b[oi]);
         let mut cols = [[0.0f32; 64]; A];
-        for (ty, rows) in dst.chunks_mut(R * wo).enumerate() {
-            let base = oi * t + ty * tw;
-            let me: [&[f32]; E] = std::array::from_fn(|e| &m[e * ot + base..e * ot + base + tw]);
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // Up to four output rows, without a per-call allocation.
-                let mut buf: [&mut [f32]; R] = Default::default();
-                let mut count = 0;
-                for (slot, row) in buf.iter_mut().zip(rows.chunks_mut(wo)) {
-                    *slot = row;
-                    count += 1;
-                }
-                // SAFETY: AVX-512F checked; each me[e] holds tw floats.
-                unsafe { avx512::output_rows(&me, &mut buf[..count], bias, lo, hi) };
-                continue;
+        for (ty, tx0, n, off) in g.pieces(tiles.clone()) {
+            let base = oi * tiles.len() + off;
+            let me: [&[f32]; E] = std::array::from_fn(|e| &m[e * ot + base..e * ot + base + n]);
+            let (x0, x1) = (R * tx0, (R * (tx0 + n)).min(wo));
+            // Up to four output rows, without a per-call allocation.
+            let mut rows: [&mut [f32]; R] = Default::default();
+            let mut count = 0;
+            for (y, slot) in (R * ty..(R * ty + R).min(ho)).zip(rows.iter_mut()) {
+                // SAFETY: the caller owns these tiles' pixels of every plane.
+                *slot = unsafe { std::slice::from_raw_parts_mut(out.at((oi * ho + y) * wo + x0), x1 - x0) };
+                count += 1;
             }
-            for (r, drow) in rows.chunks_mut(wo).enumerate() {
-                for t0 in (0..tw).step_by(64) {
-                    let n = 64.min(tw - t0);
-                    output_cols(r, &me, t0, n, &mut cols);
-                    output_row(&cols, n, &mut drow[R * t0..], bias, lo, hi);
-                }
+            let rows = &mut rows[..count];
+            output_rows(&me, rows, bias, lo, hi, &mut cols);
+            if finish.round {
+                rows.iter_mut().for_each(|r| round_f16_slice_serial(r));
             }
         }
-        if finish.round {
-            round_f16_slice_serial(dst);
+    }
+}
+
+/// Aᵀ M A for one piece of a tile row (`me[e]`: GEMM result e of its
+/// tiles) into up to four output rows, plus bias, clamped. `cols` is the
+/// scalar path's work space.
+fn output_rows(me: &[&[f32]; E], rows: &mut [&mut [f32]], bias: f32, lo: f32, hi: f32, cols: &mut [[f32; 64]; A]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F checked; each row is as wide as the tiles' pixels.
+        return unsafe { avx512::output_rows(me, rows, bias, lo, hi) };
+    }
+    let n = me[0].len();
+    for (r, drow) in rows.iter_mut().enumerate() {
+        for t0 in (0..n).step_by(64) {
+            let k = 64.min(n - t0);
+            output_cols(r, me, t0, k, cols);
+            output_row(cols, k, &mut drow[R * t0..], bias, lo, hi);
         }
-    });
+    }
 }
 
 fn split6(buf: &mut [f32], lp: usize) -> [&mut [f32]; A] {
@@ -354,11 +465,15 @@ mod tests {
 
     #[test]
     fn matches_direct_convolution() {
-        // Odd sizes leave partial tiles at the bottom and right edges.
-        for (c, o, h, w, pad) in [(16, 16, 9, 7, [1, 1, 1, 1]), (17, 20, 8, 8, [0, 0, 0, 0]), (16, 32, 11, 5, [1, 0, 1, 0]), (20, 13, 14, 15, [1, 1, 1, 1]), (16, 16, 6, 70, [1, 1, 1, 1])] {
+        // Odd sizes leave partial tiles at the bottom and right edges. The
+        // first four cases split the steps by position (see `by_band`), the
+        // last two run in bands, the last with several chunks per band.
+        let cases = [(16, 16, 9, 7, [1, 1, 1, 1]), (17, 20, 8, 8, [0, 0, 0, 0]), (16, 32, 11, 5, [1, 0, 1, 0]), (20, 13, 14, 15, [1, 1, 1, 1]), (16, 16, 6, 70, [1, 1, 1, 1]), (16, 24, 40, 32, [1, 1, 1, 1])];
+        for (i, (c, o, h, w, pad)) in cases.into_iter().enumerate() {
             let x: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let wt: Vec<f32> = (0..o * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 200.0).collect();
             let (want, ho, wo) = direct(&x, c, h, w, &wt, o, pad);
+            assert_eq!(by_band(c, o, ho.div_ceil(R) * wo.div_ceil(R)), i >= 4, "case {i} no longer covers the form it was chosen for");
             let mut got = vec![0.0; o * ho * wo];
             let mut scratch = vec![0.0; scratch_len(c, o, ho, wo)];
             let finish = Finish { bias: None, clamp: None, round: false };
