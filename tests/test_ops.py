@@ -351,6 +351,23 @@ FUSED = Tol(ulp=2.0, lin=0.125)
 add("fused-conv_bias_relu", lambda x, W, b: af.conv(x, W, b, pad=1).relu(), lambda x, W, b: np.maximum(conv_ref(x, W, b, pad=1), 0), arg((1, 3, 6, 6)), w((4, 3, 3, 3)), w((4,)), tol=FUSED, linear=True)
 add("fused-conv_add_channel_bias_relu6", lambda x, W, b: af.relu6(af.conv(x, W) + b.reshape(1, -1, 1, 1)), lambda x, W, b: np.clip(conv_ref(x, W) + b.reshape(1, -1, 1, 1), 0, 6), arg((2, 3, 5, 5)), w((4, 3, 3, 3)), w((4,)), tol=FUSED, linear=True)
 add("fused-conv_tensor_bias", lambda x, W, b: af.conv(x, W, b), lambda x, W, b: conv_ref(x, W, b), arg((1, 2, 4, 4)), w((3, 2, 1, 1)), arg((3,)), tol=FUSED, linear=True)
+# a residual add (and its relu) fused into the conv, on each conv path: GEMM, 1x1, transposed (7x7 maps), Winograd, depthwise.
+# Winograd's f32 transforms cost ~1e-5 relative (see ops/winograd), which fp32 mode shows.
+WINOGRAD = Tol(ulp=2.0, lin=0.125, f32=512.0)
+for rid, xs, ws, kw, tol in [
+    ("gemm_s2", (1, 8, 9, 9), (16, 8, 3, 3), dict(stride=2, pad=1), FUSED),
+    ("1x1", (2, 32, 6, 6), (24, 32, 1, 1), {}, FUSED),
+    ("7x7_map", (1, 32, 7, 7), (40, 32, 3, 3), dict(pad=1), FUSED),
+    ("winograd", (1, 16, 24, 24), (16, 16, 3, 3), dict(pad=1), WINOGRAD),
+    ("depthwise", (1, 8, 10, 10), (8, 1, 3, 3), dict(pad=1, groups=8), FUSED),
+]:
+    out = conv_ref(np.zeros(xs), np.zeros(ws), **kw).shape
+    add(
+        f"fused-conv_residual_relu-{rid}",
+        lambda x, W, b, r, kw=kw: af.relu(af.conv(x, W, b, **kw) + r),
+        lambda x, W, b, r, kw=kw: np.maximum(conv_ref(x, W, b, **kw) + r, 0),
+        arg(xs), w(ws), w((ws[0],)), arg(out), tol=tol, linear=True,
+    )
 add("fused-matmul_bias_gelu", lambda x, W, b: (x @ W + b).gelu(), lambda x, W, b: (lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2))))(x @ W + b), arg((2, 3, 8)), w((8, 5)), w((5,)), tol=Tol(ulp=3, rel=0.5, atol32=4e-7))
 add("fused-linear_silu", lambda x, W, b: af.linear(x, W, b).silu(), lambda x, W, b: (lambda z: z * sigmoid(z))(x @ W.T + b), arg((4, 6)), w((3, 6)), w((3,)), tol=Tol(ulp=3, rel=0.5))
 

@@ -15,8 +15,8 @@ fn bias_grad(g: &Tensor) -> Result<Tensor> {
 /// the rows a strided conv's floor dropped); dW = `ConvWeightGrad(x, dy)`;
 /// db = Σ dy over batch and space.
 pub(super) fn conv(v: &Vjp, c: &Conv) -> Result<Grads> {
-    if c.act.is_some() {
-        return Err(Error::unsupported("grad", "a fused conv activation; take gradients before compiling"));
+    if c.act.is_some() || c.residual {
+        return Err(Error::unsupported("grad", "a fused conv activation or residual; take gradients before compiling"));
     }
     let (x, w, g) = (&v.x[0], &v.x[1], v.g);
     let win = c.window;
@@ -49,7 +49,7 @@ pub(super) fn conv(v: &Vjp, c: &Conv) -> Result<Grads> {
 pub(super) fn conv_transpose(v: &Vjp, c: &ConvTranspose) -> Result<Grads> {
     let (x, w, g) = (&v.x[0], &v.x[1], v.g);
     let dx = if v.want(0) {
-        let op = Conv { window: c.window, groups: c.groups, bias: false, act: None };
+        let op = Conv { window: c.window, groups: c.groups, bias: false, residual: false, act: None };
         Some(Tensor::build(Op::Conv(op), vec![g.clone(), w.clone()])?)
     } else {
         None

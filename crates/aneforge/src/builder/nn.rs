@@ -102,7 +102,7 @@ pub fn conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: &ConvArgs) -> Resu
     if let Some(b) = b {
         inputs.push(b.clone());
     }
-    let y = Tensor::build(Op::Conv(Conv { window, groups: args.groups, bias: b.is_some(), act: None }), inputs)?;
+    let y = Tensor::build(Op::Conv(Conv { window, groups: args.groups, bias: b.is_some(), residual: false, act: None }), inputs)?;
     drop_1d(y, lifted)
 }
 

@@ -3,13 +3,13 @@
 //! 1x1 fast path that skips im2col and a direct depthwise kernel.
 
 use super::elementwise::Unary;
-use super::linalg::{after_epilogue, epilogue_act, epilogue_planes};
+use super::linalg::{add_residual, after_epilogue, epilogue_act, epilogue_planes};
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{fmt_shape, Fact};
 use super::im2col::{im2col, im2col_serial, Im2col};
 use crate::numerics::round_f16_slice;
-use crate::sgemm::{sgemm, Epilogue, Mat, Operand, PackedData};
+use crate::sgemm::{sgemm, Epilogue, Mat, Operand, PackedData, Residual};
 use rayon::prelude::*;
 
 /// Spatial geometry shared by conv, conv_transpose and pooling.
@@ -54,11 +54,11 @@ impl Window {
 }
 
 /// The checks conv and conv_transpose make first, in this order: input
-/// count, the window itself, a float x, rank-4 x and weight
+/// count (x, weight and `optional` more), the window itself, a float x, rank-4 x and weight
 /// (`weight_layout` names the weight's axes for the message). Returns
 /// (x, weight).
-fn conv_operands<'a>(op: &str, window: &Window, inputs: &[&'a Fact], bias: bool, weight_layout: &str) -> Result<(&'a Fact, &'a Fact)> {
-    super::expect_inputs(op, inputs, 2 + bias as usize)?;
+fn conv_operands<'a>(op: &str, window: &Window, inputs: &[&'a Fact], optional: usize, weight_layout: &str) -> Result<(&'a Fact, &'a Fact)> {
+    super::expect_inputs(op, inputs, 2 + optional)?;
     window.validate(op)?;
     let (x, w) = (inputs[0], inputs[1]);
     expect_float(op, x, "x")?;
@@ -89,6 +89,10 @@ pub struct Conv {
     pub window: Window,
     pub groups: usize,
     pub bias: bool,
+    /// A tensor of the output's shape, the input after the bias, added
+    /// after the bias and before the activation: a residual connection,
+    /// fused by `fuse_epilogues` with the rounding of the unfused add.
+    pub residual: bool,
     pub act: Option<Unary>,
 }
 
@@ -97,7 +101,7 @@ impl OpDef for Conv {
         "conv".into()
     }
     fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
-        let (x, w) = conv_operands("conv", &self.window, inputs, self.bias, "[O, C/groups, kh, kw]")?;
+        let (x, w) = conv_operands("conv", &self.window, inputs, self.bias as usize + self.residual as usize, "[O, C/groups, kh, kw]")?;
         expect_float("conv", w, "weight")?;
         let g = self.groups;
         let (c, o) = (x.shape[1], w.shape[0]);
@@ -118,7 +122,13 @@ impl OpDef for Conv {
         }
         check_conv_weight_and_bias("conv", &self.window, w, self.bias.then(|| inputs[2]), o)?;
         let [oh, ow] = self.window.out_size("conv", x.shape[2], x.shape[3])?;
-        Ok(Fact::new(vec![x.shape[0], o, oh, ow], x.dtype))
+        let out = Fact::new(vec![x.shape[0], o, oh, ow], x.dtype);
+        if let Some(r) = self.residual.then(|| inputs[2 + self.bias as usize]) {
+            if r.shape != out.shape || r.dtype != out.dtype {
+                return Err(Error::shape("conv", format!("a fused residual must match the output {} {}, got {} {}", fmt_shape(&out.shape), out.dtype, fmt_shape(&r.shape), r.dtype)));
+            }
+        }
+        Ok(out)
     }
 
     fn scratch_len(&self, ins: &[&Fact], out: &Fact) -> usize {
@@ -147,23 +157,32 @@ impl OpDef for Conv {
         let kk = cg * kh * kw;
         let plane = oh * ow;
         // A trailing extra input is the weight transform `prepare` made.
-        let prepared = if ins.len() > 2 + self.bias as usize { ins.last().map(|v| v.data) } else { None };
-        if self.is_depthwise(c, o) {
-            // The depthwise kernel has no epilogue of its own.
-            depthwise(x, w.data, out, [oh, ow], &self.window);
-            epilogue_planes(out, plane, o, self.bias.then(|| ins[2].data), self.act, ctx.ieee);
-            if ctx.fp16 {
-                round_f16_slice(out);
-            }
-            return;
-        }
+        let given = 2 + self.bias as usize + self.residual as usize;
+        let prepared = if ins.len() > given { ins.last().map(|v| v.data) } else { None };
+        // Image b's residual, when one is fused.
+        let residual = |b: usize| self.residual.then(|| Residual { data: &ins[given - 1].data[b * o * plane..(b + 1) * o * plane], round: ctx.fp16 });
         // Bias, a clamp-like activation and fp16 rounding run inside the
         // kernels below; any other activation runs after them, and the
         // rounding after it.
         let (clamp, round) = epilogue_act(self.act, ctx);
+        if self.is_depthwise(c, o) {
+            // The depthwise kernel has no epilogue of its own.
+            depthwise(x, w.data, out, [oh, ow], &self.window);
+            epilogue_planes(out, plane, o, self.bias.then(|| ins[2].data), if self.residual { None } else { self.act }, ctx.ieee);
+            for b in (0..n).filter(|_| self.residual) {
+                add_residual(&mut out[b * o * plane..(b + 1) * o * plane], residual(b).expect("fused"), clamp);
+            }
+            if ctx.fp16 {
+                round_f16_slice(out);
+            }
+            if self.residual {
+                after_epilogue(out, self.act, ctx);
+            }
+            return;
+        }
         if self.is_winograd_dims(c, o, oh, ow) {
-            let finish = super::winograd::Finish { bias: self.bias.then(|| ins[2].data), clamp, round };
             for b in 0..n {
+                let finish = super::winograd::Finish { bias: self.bias.then(|| ins[2].data), residual: residual(b), clamp, round };
                 let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
                 let dst = &mut out[b * o * plane..(b + 1) * o * plane];
                 let pad = [self.window.pad[0], self.window.pad[1]];
@@ -171,9 +190,10 @@ impl OpDef for Conv {
             }
         } else if let Some(wt) = prepared.filter(|_| self.is_transposed_dims(c, o, oh, ow)) {
             // Outputᵀ [plane, o] = unfolded inputᵀ · weightᵀ, then transposed
-            // into place: the positions take the GEMM's 12-row side.
+            // into place: the positions take the GEMM's 12-row side. A
+            // residual is added after the transpose, and the clamp with it.
             let (ct, wt) = (&mut scratch[..plane * o], Operand::packed_rhs(&PackedData::new(wt), o));
-            let epi = Epilogue { row_bias: None, col_bias: self.bias.then(|| ins[2].data), clamp, round };
+            let epi = Epilogue { col_bias: self.bias.then(|| ins[2].data), clamp: clamp.filter(|_| !self.residual), round, ..Default::default() };
             for b in 0..n {
                 let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
                 let source = Im2col::new(xin, [h, wd], [oh, ow], &self.window);
@@ -183,6 +203,12 @@ impl OpDef for Conv {
                 for (p, row) in ct.chunks_exact(o).enumerate() {
                     for (ch, &v) in row.iter().enumerate() {
                         dst[ch * plane + p] = v;
+                    }
+                }
+                if let Some(r) = residual(b) {
+                    add_residual(dst, r, clamp);
+                    if round {
+                        round_f16_slice(dst);
                     }
                 }
             }
@@ -211,7 +237,8 @@ impl OpDef for Conv {
                         Some(p) => Operand::packed_lhs(p, og).nth(gi, group_len),
                         None => Operand::Strided(Mat::rows(&w.data[gi * og * kk..], kk)),
                     };
-                    let epi = Epilogue { row_bias: self.bias.then(|| &ins[2].data[gi * og..]), col_bias: None, clamp, round };
+                    let residual = residual(b).map(|r| Residual { data: &r.data[gi * og * plane..], ..r });
+                    let epi = Epilogue { row_bias: self.bias.then(|| &ins[2].data[gi * og..]), residual, clamp, round, ..Default::default() };
                     let dst = &mut out[(b * o + gi * og) * plane..(b * o + (gi + 1) * og) * plane];
                     // SAFETY: wg is [og, kk], cols is [kk, plane], dst is [og, plane], all row-major.
                     unsafe { sgemm(og, plane, kk, wg, cols, dst.as_mut_ptr(), plane, false, epi, parallel) };
@@ -343,7 +370,7 @@ impl OpDef for ConvTranspose {
         "conv_transpose".into()
     }
     fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
-        let (x, w) = conv_operands("conv_transpose", &self.window, inputs, self.bias, "[C, O/groups, kh, kw]")?;
+        let (x, w) = conv_operands("conv_transpose", &self.window, inputs, self.bias as usize, "[C, O/groups, kh, kw]")?;
         let g = self.groups;
         if g == 0 || x.shape[1] != w.shape[0] || x.shape[1] % g != 0 {
             return Err(Error::shape(
@@ -534,8 +561,9 @@ fn operand(cx: &mut MilCtx, v: &Val, base: &str, d: aneforge_mil::DType) -> Resu
 
 impl LowerMil for Conv {
     /// `conv` with explicit ("custom") padding; a constant bias is fused
-    /// into the conv, a runtime one is an `add` over [1, O, 1, 1]; the
-    /// activation epilogue follows as its own op.
+    /// into the conv, a runtime one is an `add` over [1, O, 1, 1]; a fused
+    /// residual is an `add`, and the activation epilogue follows as its
+    /// own op.
     fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
         let d = ins[0].mil_dtype();
         let r = cx.result();
@@ -553,15 +581,20 @@ impl LowerMil for Conv {
         if self.bias && !runtime_bias {
             args.push(("bias", operand(cx, &ins[2], "bias", d)?));
         }
-        let last = !runtime_bias && self.act.is_none();
+        let last = !runtime_bias && !self.residual && self.act.is_none();
         let name = if last { r.clone() } else { cx.fresh("conv") };
         let mut y = cx.op("conv", args, &name, d, &out.shape);
         if runtime_bias {
             let o = out.shape[1];
             let shape = cx.ints("shape", &[1, o as i64, 1, 1])?;
             let b = cx.tmp("reshape", vec![("shape", shape), ("x", Argument::name(&ins[2].name))], d, &[1, o, 1, 1]);
-            let name = if self.act.is_none() { r.clone() } else { cx.fresh("add") };
+            let name = if !self.residual && self.act.is_none() { r.clone() } else { cx.fresh("add") };
             y = cx.op("add", vec![("x", Argument::name(&y)), ("y", Argument::name(b))], &name, d, &out.shape);
+        }
+        if self.residual {
+            let res = &ins[2 + self.bias as usize].name;
+            let name = if self.act.is_none() { r.clone() } else { cx.fresh("add") };
+            y = cx.op("add", vec![("x", Argument::name(&y)), ("y", Argument::name(res))], &name, d, &out.shape);
         }
         match self.act {
             Some(act) => act.lower_to(cx, &y, d, &out.shape, &r),

@@ -5,8 +5,8 @@ use super::elementwise::Unary;
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{broadcast_shapes, fmt_shape, Fact};
-use crate::numerics::round_f16_slice;
-use crate::sgemm::{pack_rhs, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData};
+use crate::numerics::{round_f16_slice, round_f16_slice_serial};
+use crate::sgemm::{pack_rhs, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData, Residual};
 use rayon::prelude::*;
 
 /// Flops below which a GEMM runs on one thread (threading costs more).
@@ -115,7 +115,7 @@ impl OpDef for MatMul {
         // A trailing extra input is B packed at compile time (see `prepare`).
         let packed_b = (ins.len() > 2 + self.bias as usize).then(|| ins[ins.len() - 1].data);
         let (clamp, round) = epilogue_act(self.act, ctx);
-        let epi = Epilogue { row_bias: None, col_bias: if self.bias { Some(ins[2].data) } else { None }, clamp, round };
+        let epi = Epilogue { row_bias: None, col_bias: if self.bias { Some(ins[2].data) } else { None }, residual: None, clamp, round };
         let flops = m * n * k;
         let run = |bi: usize, dst: &mut [f32], parallel: bool| {
             let ao = offset(bi, &sa, m * k);
@@ -169,6 +169,22 @@ impl OpDef for MatMul {
 pub(crate) fn epilogue_act(act: Option<Unary>, ctx: &EvalCtx) -> (Option<(f32, f32)>, bool) {
     let clamp = act.and_then(|u| u.as_clamp(ctx.ieee));
     (clamp, ctx.fp16 && (act.is_none() || clamp.is_some()))
+}
+
+/// A residual added outside the GEMM kernel, in the kernel's order (see
+/// [`Residual`]): `out` holds the op's result with its bias, and `r` the
+/// matching values. The caller's own rounding follows the clamp.
+pub(crate) fn add_residual(out: &mut [f32], r: Residual, clamp: Option<(f32, f32)>) {
+    if r.round {
+        round_f16_slice_serial(out);
+    }
+    out.iter_mut().zip(r.data).for_each(|(o, &x)| *o += x);
+    if r.round {
+        round_f16_slice_serial(out);
+    }
+    if let Some((lo, hi)) = clamp {
+        out.iter_mut().for_each(|o| *o = o.max(lo).min(hi));
+    }
 }
 
 /// The rest of [`epilogue_act`]'s activation, over the whole output: one

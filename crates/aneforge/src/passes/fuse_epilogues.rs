@@ -7,6 +7,11 @@ use crate::ops::{Binary, Const, Op, Unary};
 /// linear carry the bias themselves, so the lowering emits the same single
 /// op; only activations whose result commutes with fp16 rounding
 /// (relu, relu6, clip, threshold) are fused, so numerics do not change.
+///
+/// A conv's sum with another tensor of its shape (a residual connection)
+/// is folded in too, before the activation: the kernels add it to the
+/// finished tile, rounding as the separate add would, instead of a pass
+/// of its own over both tensors (the MIL lowering emits the add again).
 pub fn fuse_epilogues(mut g: Graph) -> Result<Graph> {
     let uses = g.use_counts();
     let outputs: Vec<usize> = g.outputs.clone();
@@ -24,7 +29,7 @@ pub fn fuse_epilogues(mut g: Graph) -> Result<Graph> {
                         continue;
                     }
                     let fused = match g.nodes[a].op.clone() {
-                        Op::Conv(mut cv) if !cv.bias && cv.act.is_none() => {
+                        Op::Conv(mut cv) if !cv.bias && !cv.residual && cv.act.is_none() => {
                             let o = out_shape[1];
                             if !is_channel_vector(&cst.fact.shape, o, 1, out_shape.len()) {
                                 continue;
@@ -55,6 +60,9 @@ pub fn fuse_epilogues(mut g: Graph) -> Result<Graph> {
                     g.nodes[i].inputs = inputs;
                     break;
                 }
+                if matches!(g.nodes[i].op, Op::Binary(Binary::Add)) {
+                    fuse_residual(&mut g, i, &uses, &outputs);
+                }
             }
             Op::Unary(u @ (Unary::Relu | Unary::Relu6 | Unary::Clip { .. } | Unary::Threshold(_))) => {
                 let a = g.nodes[i].inputs[0];
@@ -79,6 +87,28 @@ pub fn fuse_epilogues(mut g: Graph) -> Result<Graph> {
         }
     }
     crate::passes::eliminate_dead_code(g)
+}
+
+/// Add node `i` as a conv with a residual, when one operand is a conv
+/// (used only here, no activation yet) and the other has its shape.
+fn fuse_residual(g: &mut Graph, i: usize, uses: &[usize], outputs: &[usize]) {
+    let ins = g.nodes[i].inputs.clone();
+    for (a, r) in [(ins[0], ins[1]), (ins[1], ins[0])] {
+        if a == r || uses[a] != 1 || outputs.contains(&a) {
+            continue;
+        }
+        let Op::Conv(mut cv) = g.nodes[a].op.clone() else { continue };
+        let (fa, fr) = (&g.nodes[a].fact, &g.nodes[r].fact);
+        if cv.residual || cv.act.is_some() || fa.shape != fr.shape || fa.dtype != fr.dtype || g.nodes[i].fact.shape != fa.shape {
+            continue;
+        }
+        cv.residual = true;
+        let mut inputs = g.nodes[a].inputs.clone();
+        inputs.push(r);
+        g.nodes[i].op = Op::Conv(cv);
+        g.nodes[i].inputs = inputs;
+        return;
+    }
 }
 
 /// A constant holding one value per channel on `axis` of a rank-`rank` output.
@@ -112,6 +142,37 @@ mod tests {
             Op::Conv(c) => assert!(c.bias && c.act == Some(Unary::Relu)),
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn residual_add_and_relu_join_the_conv() {
+        let x = b::input(&[1, 4, 8, 8], DType::F16, None).unwrap();
+        let skip = b::input(&[1, 4, 8, 8], DType::F16, None).unwrap();
+        let w = b::constant(vec![0.1; 4 * 4 * 9], vec![4, 4, 3, 3], DType::F16).unwrap();
+        let bias = b::constant(vec![0.5; 4], vec![4, 1, 1], DType::F16).unwrap();
+        let conv = b::add(&b::conv(&x, &w, None, &b::ConvArgs { pad: b::PadSpec::Explicit([1; 4]), ..Default::default() }).unwrap(), &bias).unwrap();
+        let y = b::relu(&b::add(&skip, &conv).unwrap()).unwrap();
+        let g = fuse_epilogues(Graph::from_outputs(&[y]).unwrap()).unwrap();
+        let g = fuse_epilogues(g).unwrap();
+        assert!(!g.nodes.iter().any(|n| matches!(n.op, Op::Binary(_) | Op::Unary(_))), "{g}");
+        let conv = g.nodes.iter().find(|n| matches!(n.op, Op::Conv(_))).unwrap();
+        match &conv.op {
+            Op::Conv(c) => assert!(c.bias && c.residual && c.act == Some(Unary::Relu)),
+            _ => unreachable!(),
+        }
+        // x, weight, bias, then the residual.
+        assert_eq!(conv.inputs.len(), 4);
+        assert!(matches!(g.nodes[conv.inputs[3]].op, Op::Input(_)));
+    }
+
+    #[test]
+    fn a_residual_that_broadcasts_stays_an_add() {
+        let x = b::input(&[1, 4, 8, 8], DType::F16, None).unwrap();
+        let skip = b::input(&[1, 4, 1, 8], DType::F16, None).unwrap();
+        let w = b::constant(vec![0.1; 16], vec![4, 4, 1, 1], DType::F16).unwrap();
+        let y = b::add(&b::conv(&x, &w, None, &b::ConvArgs::default()).unwrap(), &skip).unwrap();
+        let g = fuse_epilogues(Graph::from_outputs(&[y]).unwrap()).unwrap();
+        assert!(g.nodes.iter().any(|n| matches!(n.op, Op::Binary(Binary::Add))));
     }
 
     #[test]

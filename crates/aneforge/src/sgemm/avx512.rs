@@ -165,9 +165,11 @@ unsafe fn sized<A: Rows, B: Lanes, const R: usize, const V: usize>(kc: usize, a:
         }
     }
     let (lo, hi) = (_mm512_set1_ps(epi.lo), _mm512_set1_ps(epi.hi));
+    let round = |x: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x));
     let store = |i: usize, row: [__m512; V]| {
         let cp = c.add(i * ldc);
-        // Bias, clamp and rounding in the order of the unfused ops: (acc + b), then clamp, then fp16.
+        // In the order of the unfused ops: (acc + b), stored; plus the
+        // residual, stored; then clamp, then fp16.
         let rb = if epi.row_bias.is_null() { _mm512_setzero_ps() } else { _mm512_set1_ps(*epi.row_bias.add(i)) };
         for (v, mut x) in row.into_iter().enumerate() {
             let p = cp.wrapping_add(16 * v);
@@ -175,11 +177,20 @@ unsafe fn sized<A: Rows, B: Lanes, const R: usize, const V: usize>(kc: usize, a:
                 x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], p));
             }
             x = _mm512_add_ps(x, _mm512_add_ps(rb, cb[v]));
+            if !epi.residual.is_null() {
+                if epi.res_round {
+                    x = round(x);
+                }
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], epi.residual.wrapping_add(i * ldc + 16 * v)));
+                if epi.res_round {
+                    x = round(x);
+                }
+            }
             if epi.clamp {
                 x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
             }
             if epi.round {
-                x = _mm512_cvtph_ps(_mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x));
+                x = round(x);
             }
             _mm512_mask_storeu_ps(p, masks[v], x);
         }

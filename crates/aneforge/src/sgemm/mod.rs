@@ -19,7 +19,7 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::lane_mask;
 
-use crate::numerics::{f16_to_f32_serial, round_f16_slice_serial};
+use crate::numerics::f16_to_f32_serial;
 use half::f16;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -255,20 +255,53 @@ fn stored(data: Vec<f32>) -> Vec<f32> {
 }
 
 /// What the kernel applies to a finished tile: a bias per row or per
-/// column, then a clamp (relu, relu6 and clip are clamps), then rounding
-/// to fp16 (ties to even) while the tile is still in registers: the
-/// sim's storage rounding, without a pass of its own over the output.
+/// column, then a residual, then a clamp (relu, relu6 and clip are
+/// clamps), then rounding to fp16 (ties to even) while the tile is still
+/// in registers: the sim's storage rounding, without a pass of its own
+/// over the output.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Epilogue<'a> {
     pub row_bias: Option<&'a [f32]>,
     pub col_bias: Option<&'a [f32]>,
+    pub residual: Option<Residual<'a>>,
     pub clamp: Option<(f32, f32)>,
     pub round: bool,
 }
 
+/// A tensor added to an op's result before its activation (a residual
+/// connection fused into a conv), read at the result's positions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Residual<'a> {
+    pub data: &'a [f32],
+    /// Round to fp16 before the add and after it, as the unfused op and
+    /// add would store their results.
+    pub round: bool,
+}
+
 impl<'a> Epilogue<'a> {
-    fn skip(self, rows: usize, cols: usize) -> Epilogue<'a> {
-        Epilogue { row_bias: self.row_bias.map(|b| &b[rows..]), col_bias: self.col_bias.map(|b| &b[cols..]), ..self }
+    /// The epilogue of the block of C that starts at (rows, cols), C's
+    /// row stride being `ldc`.
+    fn skip(self, rows: usize, cols: usize, ldc: usize) -> Epilogue<'a> {
+        Epilogue {
+            row_bias: self.row_bias.map(|b| &b[rows..]),
+            col_bias: self.col_bias.map(|b| &b[cols..]),
+            residual: self.residual.map(|r| Residual { data: &r.data[rows * ldc + cols..], ..r }),
+            ..self
+        }
+    }
+
+    /// One finished value at row i, column j (row stride `ldc`): bias,
+    /// residual, clamp and rounding, in the kernel's order.
+    fn apply(&self, v: f32, i: usize, j: usize, ldc: usize) -> f32 {
+        let mut v = v + self.row_bias.map_or(0.0, |b| b[i]) + self.col_bias.map_or(0.0, |b| b[j]);
+        let f16 = |v: f32, yes: bool| if yes { half::f16::from_f32(v).to_f32() } else { v };
+        if let Some(r) = self.residual {
+            v = f16(f16(v, r.round) + r.data[i * ldc + j], r.round);
+        }
+        if let Some((lo, hi)) = self.clamp {
+            v = v.max(lo).min(hi);
+        }
+        f16(v, self.round)
     }
 }
 
@@ -342,9 +375,9 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
             #[allow(clippy::redundant_locals)]
             let out = out;
             if by_cols {
-                blocked(m, part, k, a, b.skip(s0, false), out.0.add(s0), ldc, accumulate, epi.skip(0, s0));
+                blocked(m, part, k, a, b.skip(s0, false), out.0.add(s0), ldc, accumulate, epi.skip(0, s0, ldc));
             } else {
-                blocked(part, n, k, a.skip(s0, true), b, out.0.add(s0 * ldc), ldc, accumulate, epi.skip(s0, 0));
+                blocked(part, n, k, a.skip(s0, true), b, out.0.add(s0 * ldc), ldc, accumulate, epi.skip(s0, 0, ldc));
             }
         })
     };
@@ -484,13 +517,7 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                 row.fill(0.0);
             }
             for (j, v) in row.iter_mut().enumerate() {
-                *v += epi.row_bias.map_or(0.0, |b| b[i]) + epi.col_bias.map_or(0.0, |b| b[j]);
-                if let Some((lo, hi)) = epi.clamp {
-                    *v = v.max(lo).min(hi);
-                }
-            }
-            if epi.round {
-                round_f16_slice_serial(row);
+                *v = epi.apply(*v, i, j, ldc);
             }
         }
         return;
@@ -565,6 +592,11 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                                     _ => std::ptr::null(),
                                 },
                                 col_bias,
+                                residual: match epi.residual {
+                                    Some(r) if last => r.data.as_ptr().add((ic + ir) * ldc + jc + jr),
+                                    _ => std::ptr::null(),
+                                },
+                                res_round: epi.residual.is_some_and(|r| r.round),
                                 clamp: last && epi.clamp.is_some(),
                                 round: last && epi.round,
                                 lo,
@@ -586,6 +618,10 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
 struct TileEpi {
     row_bias: *const f32,
     col_bias: *const f32,
+    /// Laid out like the tile of C (its row stride).
+    residual: *const f32,
+    /// See [`Residual::round`].
+    res_round: bool,
     clamp: bool,
     round: bool,
     lo: f32,

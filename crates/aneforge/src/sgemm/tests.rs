@@ -99,6 +99,7 @@ fn check(m: usize, n: usize, k: usize, case: Case) {
     let epi = Epilogue {
         row_bias: case.row_bias.then_some(&rb[..]),
         col_bias: case.col_bias.then_some(&cb[..]),
+        residual: None,
         clamp: case.relu.then_some((0.0, f32::INFINITY)),
         round: case.round,
     };

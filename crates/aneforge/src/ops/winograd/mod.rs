@@ -14,7 +14,8 @@ mod avx512;
 use crate::numerics::round_f16_slice_serial;
 #[cfg(target_arch = "x86_64")]
 use crate::sgemm::has_avx512;
-use crate::sgemm::{pack_lhs_each, packed_len, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData};
+use super::linalg::add_residual;
+use crate::sgemm::{pack_lhs_each, packed_len, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData, Residual};
 use rayon::prelude::*;
 
 /// Input tile edge (output tile 4 + kernel 3 - 1).
@@ -56,10 +57,12 @@ fn row_len(wo: usize) -> usize {
     R * (wo.div_ceil(R).next_multiple_of(16) + 16) + R
 }
 
-/// What the output transform adds: a bias per output channel, then a clamp.
+/// What the output transform adds: a bias per output channel, then a
+/// residual ([O, Ho, Wo]), then a clamp.
 #[derive(Clone, Copy)]
 pub(crate) struct Finish<'a> {
     pub bias: Option<&'a [f32]>,
+    pub residual: Option<Residual<'a>>,
     pub clamp: Option<(f32, f32)>,
     /// Round the output to fp16 (each piece while it is in cache).
     pub round: bool,
@@ -259,7 +262,8 @@ fn input_transform(x: &[f32], g: &Geometry, chans: std::ops::Range<usize>, tiles
 fn output_transform(m: &[f32], g: &Geometry, outs: std::ops::Range<usize>, tiles: std::ops::Range<usize>, out: SendPtr, finish: Finish) {
     let (ho, wo) = (g.ho, g.wo);
     let ot = g.o * tiles.len();
-    let (lo, hi) = finish.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    // With a residual the clamp comes after it (`add_residual`).
+    let (lo, hi) = finish.clamp.filter(|_| finish.residual.is_none()).unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     for oi in outs {
         let bias = finish.bias.map_or(0.0, |b| b[oi]);
         let mut cols = [[0.0f32; 64]; A];
@@ -277,6 +281,12 @@ fn output_transform(m: &[f32], g: &Geometry, outs: std::ops::Range<usize>, tiles
             }
             let rows = &mut rows[..count];
             output_rows(&me, rows, bias, lo, hi, &mut cols);
+            if let Some(r) = finish.residual {
+                for (k, row) in rows.iter_mut().enumerate() {
+                    let at = (oi * ho + R * ty + k) * wo + x0;
+                    add_residual(row, Residual { data: &r.data[at..at + row.len()], ..r }, finish.clamp);
+                }
+            }
             if finish.round {
                 rows.iter_mut().for_each(|r| round_f16_slice_serial(r));
             }
@@ -476,7 +486,7 @@ mod tests {
             assert_eq!(by_band(c, o, ho.div_ceil(R) * wo.div_ceil(R)), i >= 4, "case {i} no longer covers the form it was chosen for");
             let mut got = vec![0.0; o * ho * wo];
             let mut scratch = vec![0.0; scratch_len(c, o, ho, wo)];
-            let finish = Finish { bias: None, clamp: None, round: false };
+            let finish = Finish { bias: None, residual: None, clamp: None, round: false };
             conv3x3(&x, c, h, w, &wt, None, o, [pad[0], pad[1]], &mut got, ho, wo, finish, &mut scratch);
             let u = transform_weights(&wt, o, c);
             let mut got2 = vec![0.0; o * ho * wo];
