@@ -7,7 +7,6 @@
 //! storage and lets kernels (GEMM above all) run at f32 speed.
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Rounds one value to fp16 precision.
@@ -95,16 +94,54 @@ mod simd {
     pub const LANES: usize = 16;
 
     #[inline]
+    fn rnd(x: __m512) -> __m512 {
+        // SAFETY: avx512f is enabled at compile time.
+        unsafe { _mm512_cvtph_ps(_mm512_cvtps_ph::<RNE>(x)) }
+    }
+
+    /// The first `n` lanes (all for n >= 16).
+    #[inline]
+    fn mask(n: usize) -> __mmask16 {
+        if n >= LANES {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    #[inline]
     pub fn round(xs: &mut [f32]) {
-        let mut c = xs.chunks_exact_mut(LANES);
-        for v in &mut c {
-            // SAFETY: the chunk holds exactly 16 f32; avx512f is enabled at compile time.
+        // A masked last vector: kernels round rows as short as a few
+        // dozen values, where a scalar tail would cost as much as the rest.
+        for i in (0..xs.len()).step_by(LANES) {
+            let m = mask(xs.len() - i);
+            // SAFETY: the masked lanes lie inside `xs`; avx512f is enabled at compile time.
             unsafe {
-                let x = _mm512_loadu_ps(v.as_ptr());
-                _mm512_storeu_ps(v.as_mut_ptr(), _mm512_cvtph_ps(_mm512_cvtps_ph::<RNE>(x)));
+                let p = xs.as_mut_ptr().add(i);
+                _mm512_mask_storeu_ps(p, m, rnd(_mm512_maskz_loadu_ps(m, p)));
             }
         }
-        super::round_scalar(c.into_remainder());
+    }
+
+    #[inline]
+    pub fn add_residual(out: &mut [f32], r: &[f32], clamp: Option<(f32, f32)>, round: bool) {
+        assert!(r.len() >= out.len());
+        let f = |x: __m512| if round { rnd(x) } else { x };
+        let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        // SAFETY: avx512f is enabled at compile time.
+        let (vlo, vhi) = unsafe { (_mm512_set1_ps(lo), _mm512_set1_ps(hi)) };
+        for i in (0..out.len()).step_by(LANES) {
+            let m = mask(out.len() - i);
+            // SAFETY: the masked lanes lie inside `out` and `r`.
+            unsafe {
+                let p = out.as_mut_ptr().add(i);
+                let mut v = f(_mm512_add_ps(f(_mm512_maskz_loadu_ps(m, p)), _mm512_maskz_loadu_ps(m, r.as_ptr().add(i))));
+                if clamp.is_some() {
+                    v = _mm512_min_ps(_mm512_max_ps(v, vlo), vhi);
+                }
+                _mm512_mask_storeu_ps(p, m, f(v));
+            }
+        }
     }
 
     #[inline]
@@ -143,9 +180,26 @@ mod simd {
 #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
 mod simd {
     use half::slice::HalfFloatSliceExt;
+    /// Portable rounding through half's slice conversions (F16C/NEON when present).
     #[inline]
     pub fn round(xs: &mut [f32]) {
-        super::round_scalar(xs)
+        let mut tmp = [half::f16::ZERO; 256];
+        for part in xs.chunks_mut(256) {
+            let t = &mut tmp[..part.len()];
+            t.convert_from_f32_slice(part);
+            t.convert_to_f32_slice(part);
+        }
+    }
+    #[inline]
+    pub fn add_residual(out: &mut [f32], r: &[f32], clamp: Option<(f32, f32)>, round: bool) {
+        let f = |x: f32| if round { super::round_f16(x) } else { x };
+        for (o, &y) in out.iter_mut().zip(r) {
+            let mut v = f(f(*o) + y);
+            if let Some((lo, hi)) = clamp {
+                v = v.max(lo).min(hi);
+            }
+            *o = f(v);
+        }
     }
     #[inline]
     pub fn to_f32(src: &[half::f16], dst: &mut [f32]) {
@@ -154,16 +208,6 @@ mod simd {
     #[inline]
     pub fn to_f16(src: &[f32], dst: &mut [half::f16]) {
         dst.convert_from_f32_slice(src)
-    }
-}
-
-/// Portable rounding through half's slice conversions (F16C/NEON when present).
-fn round_scalar(xs: &mut [f32]) {
-    let mut tmp = [f16::ZERO; 256];
-    for part in xs.chunks_mut(256) {
-        let t = &mut tmp[..part.len()];
-        t.convert_from_f32_slice(part);
-        t.convert_to_f32_slice(part);
     }
 }
 
@@ -180,6 +224,13 @@ pub fn round_f16_slice(xs: &mut [f32]) {
 /// running on a pool worker, a block at a time).
 pub fn round_f16_slice_serial(xs: &mut [f32]) {
     simd::round(xs);
+}
+
+/// A residual `r` added to an op's finished values `out` as a separate add
+/// would store it, then a clamp, in one pass on the calling thread: with
+/// `round`, out = rnd(clamp(rnd(rnd(out) + r))), rnd being fp16 rounding.
+pub fn add_residual_serial(out: &mut [f32], r: &[f32], clamp: Option<(f32, f32)>, round: bool) {
+    simd::add_residual(out, r, clamp, round);
 }
 
 /// fp16 → f32 on the calling thread only (for kernels already running
@@ -357,6 +408,32 @@ mod tests {
             assert_eq!(round_f16_fast(v).to_bits(), round_f16(v).to_bits(), "{v:e}");
         }
         assert!(round_f16_fast(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn residual_add_rounds_as_the_separate_ops_would() {
+        let f = |x: f32| f16::from_f32(x).to_f32();
+        for n in [1usize, 15, 16, 17, 40] {
+            let out: Vec<f32> = (0..n).map(|i| i as f32 * 0.3371 - 4.0).collect();
+            let mut r: Vec<f32> = (0..n).map(|i| 3.9 - i as f32 * 0.1113).collect();
+            r[0] = f32::NAN;
+            for clamp in [None, Some((0.0, 6.0))] {
+                for round in [false, true] {
+                    let mut got = out.clone();
+                    add_residual_serial(&mut got, &r, clamp, round);
+                    for i in 0..n {
+                        let g = |x: f32| if round { f(x) } else { x };
+                        let mut want = g(g(out[i]) + r[i]);
+                        if let Some((lo, hi)) = clamp {
+                            // The engine's clamp (max, then min) maps NaN to the low bound.
+                            want = if want.is_nan() { lo } else { want.max(lo).min(hi) };
+                        }
+                        let want = g(want);
+                        assert!(got[i].to_bits() == want.to_bits() || (got[i].is_nan() && want.is_nan()), "n={n} i={i} {clamp:?} round={round}: {} vs {want}", got[i]);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

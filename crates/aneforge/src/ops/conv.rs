@@ -172,7 +172,7 @@ impl OpDef for Conv {
             for b in (0..n).filter(|_| self.residual) {
                 add_residual(&mut out[b * o * plane..(b + 1) * o * plane], residual(b).expect("fused"), clamp);
             }
-            if ctx.fp16 {
+            if ctx.fp16 && !self.residual {
                 round_f16_slice(out);
             }
             if self.residual {
@@ -207,9 +207,6 @@ impl OpDef for Conv {
                 }
                 if let Some(r) = residual(b) {
                     add_residual(dst, r, clamp);
-                    if round {
-                        round_f16_slice(dst);
-                    }
                 }
             }
         } else {

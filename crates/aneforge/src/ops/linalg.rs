@@ -5,7 +5,7 @@ use super::elementwise::Unary;
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{broadcast_shapes, fmt_shape, Fact};
-use crate::numerics::{round_f16_slice, round_f16_slice_serial};
+use crate::numerics::{add_residual_serial, round_f16_slice};
 use crate::sgemm::{pack_rhs, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData, Residual};
 use rayon::prelude::*;
 
@@ -173,18 +173,10 @@ pub(crate) fn epilogue_act(act: Option<Unary>, ctx: &EvalCtx) -> (Option<(f32, f
 
 /// A residual added outside the GEMM kernel, in the kernel's order (see
 /// [`Residual`]): `out` holds the op's result with its bias, and `r` the
-/// matching values. The caller's own rounding follows the clamp.
+/// matching values. Rounds at the end too when the residual does, so a
+/// caller's own rounding pass is redundant.
 pub(crate) fn add_residual(out: &mut [f32], r: Residual, clamp: Option<(f32, f32)>) {
-    if r.round {
-        round_f16_slice_serial(out);
-    }
-    out.iter_mut().zip(r.data).for_each(|(o, &x)| *o += x);
-    if r.round {
-        round_f16_slice_serial(out);
-    }
-    if let Some((lo, hi)) = clamp {
-        out.iter_mut().for_each(|o| *o = o.max(lo).min(hi));
-    }
+    add_residual_serial(out, r.data, clamp, r.round);
 }
 
 /// The rest of [`epilogue_act`]'s activation, over the whole output: one

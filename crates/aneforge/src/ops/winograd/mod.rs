@@ -264,7 +264,21 @@ fn output_transform(m: &[f32], g: &Geometry, outs: std::ops::Range<usize>, tiles
     let ot = g.o * tiles.len();
     // With a residual the clamp comes after it (`add_residual`).
     let (lo, hi) = finish.clamp.filter(|_| finish.residual.is_none()).unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    for oi in outs {
+    // The pixels of `tiles` in one plane: whole rows from the first
+    // tile's to the last's.
+    let (y0, y1) = (R * (tiles.start / g.tw), (R * tiles.end.div_ceil(g.tw)).min(ho));
+    for oi in outs.clone() {
+        // This plane's pixels are scattered rows of a few hundred bytes,
+        // which the hardware prefetchers do not see coming: fetch the next
+        // plane's residual and output lines while this one is transformed.
+        if oi + 1 < outs.end {
+            let at = ((oi + 1) * ho + y0) * wo;
+            if let Some(r) = finish.residual {
+                prefetch(&r.data[at..at + (y1 - y0) * wo]);
+            }
+            // SAFETY: inside the output; a prefetch neither reads nor writes.
+            prefetch(unsafe { std::slice::from_raw_parts(out.at(at), (y1 - y0) * wo) });
+        }
         let bias = finish.bias.map_or(0.0, |b| b[oi]);
         let mut cols = [[0.0f32; 64]; A];
         for (ty, tx0, n, off) in g.pieces(tiles.clone()) {
@@ -287,10 +301,21 @@ fn output_transform(m: &[f32], g: &Geometry, outs: std::ops::Range<usize>, tiles
                     add_residual(row, Residual { data: &r.data[at..at + row.len()], ..r }, finish.clamp);
                 }
             }
-            if finish.round {
+            if finish.round && finish.residual.is_none() {
                 rows.iter_mut().for_each(|r| round_f16_slice_serial(r));
             }
         }
+    }
+}
+
+/// Asks for every cache line of `xs`, into L1.
+#[inline]
+fn prefetch(xs: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..xs.len()).step_by(16) {
+        // SAFETY: a prefetch of an address inside the slice has no effect
+        // on memory; SSE is part of x86_64.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(xs.as_ptr().add(i).cast()) };
     }
 }
 
