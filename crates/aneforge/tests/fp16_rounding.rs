@@ -5,16 +5,11 @@
 //! conversion (which would hide it), and compared with the same program at
 //! f32 precision, which must not be rounded.
 
-use aneforge::builder::{self as b, ConvArgs, PadSpec};
+mod common;
+
+use aneforge::builder as b;
 use aneforge::{compile, CompileOptions, DType, Precision, Tensor};
-
-fn values(n: usize, seed: usize) -> Vec<f32> {
-    (0..n).map(|i| (((i * 7919 + seed * 104729) % 2003) as f32 / 1001.5 - 1.0) * 0.37).collect()
-}
-
-fn konst(shape: &[usize], seed: usize) -> Tensor {
-    b::constant(values(shape.iter().product(), seed), shape.to_vec(), DType::F16).unwrap()
-}
+use common::{conv, konst, values};
 
 /// Runs `y(x)` at fp16 and at f32 precision on the same input; returns both outputs.
 fn run(x_shape: &[usize], y: impl Fn(&Tensor) -> Tensor) -> (Vec<f32>, Vec<f32>) {
@@ -46,12 +41,6 @@ fn check(what: &str, x_shape: &[usize], y: impl Fn(&Tensor) -> Tensor) {
         assert!((a - e).abs() <= 2e-3 * (1.0 + e.abs()), "{what}: element {i}: {a} (fp16) vs {e} (f32)");
     }
     assert!(!f.iter().all(|&v| is_f16(v)), "{what}: the f32 program rounded too");
-}
-
-fn conv(x: &Tensor, c: usize, o: usize, k: usize, stride: usize, groups: usize) -> Tensor {
-    let pad = PadSpec::Explicit([k / 2; 4]);
-    let args = ConvArgs { stride: [stride, stride], pad, groups, ..ConvArgs::default() };
-    b::conv(x, &konst(&[o, c / groups, k, k], 1), Some(&konst(&[o], 2)), &args).unwrap()
 }
 
 #[test]

@@ -4,18 +4,13 @@
 //! and f32 precision, and with IEEE numerics (where relu is not a clamp,
 //! so it runs after the kernel). The unfused program is the same graph
 //! compiled without the rewrite passes; numpy checks the op itself in
-//! tests/test_conv_residual.py.
+//! tests/test_ops.py (the `fused-conv_residual_relu` cases).
 
-use aneforge::builder::{self as b, ConvArgs, PadSpec};
+mod common;
+
+use aneforge::builder as b;
 use aneforge::{compile, CompileOptions, DType, Numerics, Precision, Tensor};
-
-fn values(n: usize, seed: usize) -> Vec<f32> {
-    (0..n).map(|i| (((i * 7919 + seed * 104729) % 2003) as f32 / 1001.5 - 1.0) * 0.37).collect()
-}
-
-fn konst(shape: &[usize], seed: usize) -> Tensor {
-    b::constant(values(shape.iter().product(), seed), shape.to_vec(), DType::F16).unwrap()
-}
+use common::{conv, values};
 
 /// Output of `act(conv(x) + skip)` and the program's step count.
 fn run(x_shape: &[usize], conv: &dyn Fn(&Tensor) -> Tensor, act: Option<&str>, opts: CompileOptions) -> (Vec<f32>, usize) {
@@ -56,12 +51,6 @@ fn check(what: &str, x_shape: &[usize], conv: impl Fn(&Tensor) -> Tensor) {
             }
         }
     }
-}
-
-fn conv(x: &Tensor, c: usize, o: usize, k: usize, stride: usize, groups: usize) -> Tensor {
-    let pad = PadSpec::Explicit([k / 2; 4]);
-    let args = ConvArgs { stride: [stride, stride], pad, groups, ..ConvArgs::default() };
-    b::conv(x, &konst(&[o, c / groups, k, k], 1), Some(&konst(&[o], 2)), &args).unwrap()
 }
 
 #[test]
