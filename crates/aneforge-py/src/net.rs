@@ -255,7 +255,7 @@ impl PyNet {
             } else {
                 let Live { compiled, state, .. } = live;
                 let prog = &compiled.program;
-                py.detach(|| prog.run(state));
+                py.detach(|| mil_api::guard("sim run", || Ok(prog.run(state))))?;
                 (0..prog.outputs.len()).map(|k| fetch(py, live, k)).collect::<PyResult<_>>()?
             };
             if self.single_output {

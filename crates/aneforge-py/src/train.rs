@@ -276,7 +276,7 @@ impl PyResidentNet {
             for (k, a) in args.iter().enumerate() {
                 bytes += feed(py, live, k, &a)?;
             }
-            live.compiled.program.run(&mut live.state);
+            crate::mil_api::guard("training step", || Ok(live.compiled.program.run(&mut live.state)))?;
             c.calls.fetch_add(1, Ordering::Relaxed);
             c.input_bytes.fetch_add(bytes, Ordering::Relaxed);
             let prog = &live.compiled.program;

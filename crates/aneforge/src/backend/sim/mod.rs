@@ -410,16 +410,7 @@ impl SimProgram {
         // asleep in the serial stretches between kernels, and waking a
         // sleeping vCPU costs tens of microseconds. (Any further workers
         // still steal as usual.)
-        rayon::scope(|_| {
-            let done = AtomicBool::new(false);
-            rayon::join(
-                || {
-                    self.run_steps(st);
-                    done.store(true, Ordering::Release);
-                },
-                || assist_until(&done),
-            );
-        })
+        assisted(|| self.run_steps(st))
     }
 
     fn run_steps(&self, st: &mut SimState) {
@@ -565,11 +556,48 @@ pub fn profile_report() -> String {
     s
 }
 
+/// Runs `f` on a pool worker with a second worker assisting until it
+/// returns (see `SimProgram::run`).
+fn assisted(f: impl FnOnce() + Send) {
+    /// Sets the flag when dropped: also when `f` panics, or the assisting
+    /// worker would wait for it forever and the panic never reach the caller.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    rayon::scope(|_| {
+        let done = AtomicBool::new(false);
+        rayon::join(
+            || {
+                let _done = Done(&done);
+                f()
+            },
+            || assist_until(&done),
+        );
+    })
+}
+
 /// Runs the pool's pending jobs on this worker until `done` is set.
 fn assist_until(done: &AtomicBool) {
     while !done.load(Ordering::Acquire) {
         if rayon::yield_now() != Some(rayon::Yield::Executed) {
             std::hint::spin_loop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A kernel that panics must not leave its assisting worker waiting
+    /// for a run that will never finish: the panic reaches the caller.
+    #[test]
+    fn a_panic_in_a_run_reaches_the_caller_and_the_pool_survives() {
+        let r = std::panic::catch_unwind(|| super::assisted(|| panic!("a kernel failed")));
+        assert!(r.is_err());
+        let mut ran = false;
+        super::assisted(|| ran = true);
+        assert!(ran);
     }
 }
