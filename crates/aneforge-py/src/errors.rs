@@ -69,3 +69,14 @@ pub fn af_err(name: &str, msg: impl Into<String>) -> PyErr {
         Err(_) => PyRuntimeError::new_err(msg),
     })
 }
+/// Runs `f`, turning a Rust panic into af.AneForgeError: no panic may
+/// reach Python as a PanicException.
+pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            Err(af_err("AneForgeError", format!("{what}: internal error ({msg}); please report it with the graph that caused it")))
+        }
+    }
+}

@@ -5,7 +5,7 @@
 
 use super::{outputs_of, PyNet};
 use crate::convert::origin;
-use crate::errors::{af_err, IntoPy};
+use crate::errors::{af_err, guard, IntoPy};
 use aneforge::backend::mil::{lower_compiled, MilProgram, PortPlan};
 use aneforge::{CompileOptions, Compiled, DType};
 use half::f16;
@@ -14,17 +14,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::path::PathBuf;
 
-/// Runs `f`, turning a Rust panic into af.AneForgeError: no panic may
-/// reach Python as a PanicException.
-pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-            Err(af_err("AneForgeError", format!("{what}: internal error ({msg}); please report it with the graph that caused it")))
-        }
-    }
-}
 
 fn lower(c: &Compiled) -> PyResult<MilProgram> {
     guard("MIL lowering", || lower_compiled(c).py())

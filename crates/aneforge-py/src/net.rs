@@ -1,7 +1,7 @@
 //! `af.compile` and the `Net` it returns.
 
 use crate::convert::origin;
-use crate::errors::{af_err, IntoPy};
+use crate::errors::{af_err, guard, IntoPy};
 use crate::tensor::PyTensor;
 use aneforge::backend::sim::SimState;
 use aneforge::{CompileOptions, Compiled, DType, Numerics, Precision, Tensor};
@@ -93,7 +93,7 @@ pub fn compile(
     let state = compiled.program.new_state();
     let report = compiled.report.as_ref().map(crate::targets::PyReport::from);
     let ane = if backend == "ane" {
-        Some(py.detach(|| mil_api::guard("ane compile", || aneforge::backend::ane::AneNet::compile(&compiled).py()))?)
+        Some(py.detach(|| guard("ane compile", || aneforge::backend::ane::AneNet::compile(&compiled).py()))?)
     } else {
         None
     };
@@ -255,7 +255,7 @@ impl PyNet {
             } else {
                 let Live { compiled, state, .. } = live;
                 let prog = &compiled.program;
-                py.detach(|| mil_api::guard("sim run", || Ok(prog.run(state))))?;
+                py.detach(|| guard("sim run", || Ok(prog.run(state))))?;
                 (0..prog.outputs.len()).map(|k| fetch(py, live, k)).collect::<PyResult<_>>()?
             };
             if self.single_output {

@@ -5,7 +5,7 @@
 //! and the Trainer loop are Python (`aneforge/{losses,optim,trainer}.py`).
 
 use crate::convert::{build, origin};
-use crate::errors::{af_err, IntoPy};
+use crate::errors::{af_err, guard, IntoPy};
 use crate::tensor::PyTensor;
 use aneforge::backend::sim::SimState;
 use aneforge::builder as b;
@@ -276,7 +276,7 @@ impl PyResidentNet {
             for (k, a) in args.iter().enumerate() {
                 bytes += feed(py, live, k, &a)?;
             }
-            crate::mil_api::guard("training step", || Ok(live.compiled.program.run(&mut live.state)))?;
+            guard("training step", || Ok(live.compiled.program.run(&mut live.state)))?;
             c.calls.fetch_add(1, Ordering::Relaxed);
             c.input_bytes.fetch_add(bytes, Ordering::Relaxed);
             let prog = &live.compiled.program;
