@@ -169,8 +169,10 @@ impl OpDef for Conv {
             // The depthwise kernel has no epilogue of its own.
             depthwise(x, w.data, out, [oh, ow], &self.window);
             epilogue_planes(out, plane, o, self.bias.then(|| ins[2].data), if self.residual { None } else { self.act }, ctx.ieee);
-            for b in (0..n).filter(|_| self.residual) {
-                add_residual(&mut out[b * o * plane..(b + 1) * o * plane], residual(b).expect("fused"), clamp);
+            for b in 0..n {
+                if let Some(r) = residual(b) {
+                    add_residual(&mut out[b * o * plane..(b + 1) * o * plane], r, clamp);
+                }
             }
             if ctx.fp16 && !self.residual {
                 round_f16_slice(out);
