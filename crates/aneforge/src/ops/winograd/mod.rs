@@ -170,9 +170,11 @@ pub(crate) fn conv3x3(
 /// bands V and M stay on their core, and consecutive convs read mostly
 /// what the same thread wrote; but every thread reads all of U, once per
 /// chunk (one GEMM column tile, so that its V and M stay in L2), which
-/// pays while U is small beside V and M. Measured on a 2-vCPU VM: ResNet-18's 64-channel
-/// 56x56 convs gain 8% in bands (U is 0.3 MB of fp16, V and M 3.6 MB), the
-/// 128-channel 28x28 ones lose 20% (U 1.2 MB, V and M 1.8 MB).
+/// pays while U is small beside V and M: ResNet-18's 64-channel 56x56
+/// convs (U 0.6 MB, V and M 3.6 MB) but not its 128-channel 28x28 ones
+/// (U 2.4 MB, V and M 1.8 MB). In-process A/B on ResNet-18: this choice
+/// ties the step-wise split in fast windows and is 5% faster in slow
+/// ones; bands for every Winograd conv are 4% slower in fast windows.
 fn by_band(c: usize, o: usize, t: usize) -> bool {
     4 * o * c <= (c + o) * t
 }
