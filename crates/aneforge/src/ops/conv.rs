@@ -3,7 +3,7 @@
 //! 1x1 fast path that skips im2col and a direct depthwise kernel.
 
 use super::elementwise::Unary;
-use super::linalg::{add_residual, after_epilogue, epilogue_act, epilogue_planes};
+use super::linalg::{after_epilogue, epilogue_act, epilogue_planes};
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{fmt_shape, Fact};
@@ -171,7 +171,7 @@ impl OpDef for Conv {
             epilogue_planes(out, plane, o, self.bias.then(|| ins[2].data), if self.residual { None } else { self.act }, ctx.ieee);
             for b in 0..n {
                 if let Some(r) = residual(b) {
-                    add_residual(&mut out[b * o * plane..(b + 1) * o * plane], r, clamp);
+                    r.add_to(&mut out[b * o * plane..(b + 1) * o * plane], 0, clamp);
                 }
             }
             if ctx.fp16 && !self.residual {
@@ -208,7 +208,7 @@ impl OpDef for Conv {
                     }
                 }
                 if let Some(r) = residual(b) {
-                    add_residual(dst, r, clamp);
+                    r.add_to(dst, 0, clamp);
                 }
             }
         } else {

@@ -5,8 +5,8 @@ use super::elementwise::Unary;
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{broadcast_shapes, fmt_shape, Fact};
-use crate::numerics::{add_residual_serial, round_f16_slice};
-use crate::sgemm::{pack_rhs, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData, Residual};
+use crate::numerics::round_f16_slice;
+use crate::sgemm::{pack_rhs, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData};
 use rayon::prelude::*;
 
 /// Flops below which a GEMM runs on one thread (threading costs more).
@@ -169,14 +169,6 @@ impl OpDef for MatMul {
 pub(crate) fn epilogue_act(act: Option<Unary>, ctx: &EvalCtx) -> (Option<(f32, f32)>, bool) {
     let clamp = act.and_then(|u| u.as_clamp(ctx.ieee));
     (clamp, ctx.fp16 && (act.is_none() || clamp.is_some()))
-}
-
-/// A residual added outside the GEMM kernel, in the kernel's order (see
-/// [`Residual`]): `out` holds the op's result with its bias, and `r` the
-/// matching values. Rounds at the end too when the residual does, so a
-/// caller's own rounding pass is redundant.
-pub(crate) fn add_residual(out: &mut [f32], r: Residual, clamp: Option<(f32, f32)>) {
-    add_residual_serial(out, r.data, clamp, r.round);
 }
 
 /// The rest of [`epilogue_act`]'s activation, over the whole output: one

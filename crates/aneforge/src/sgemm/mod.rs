@@ -19,7 +19,7 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::lane_mask;
 
-use crate::numerics::f16_to_f32_serial;
+use crate::numerics::{add_residual_serial, f16_to_f32_serial};
 use half::f16;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -276,6 +276,16 @@ pub(crate) struct Residual<'a> {
     /// Round to fp16 before the add and after it, as the unfused op and
     /// add would store their results.
     pub round: bool,
+}
+
+impl Residual<'_> {
+    /// Adds the residual's values from `at` on to an op's finished values
+    /// `out` outside the GEMM kernel, in the kernel's order, then `clamp`.
+    /// Rounds at the end too when the residual does, so a caller's own
+    /// rounding pass is redundant.
+    pub fn add_to(self, out: &mut [f32], at: usize, clamp: Option<(f32, f32)>) {
+        add_residual_serial(out, &self.data[at..at + out.len()], clamp, self.round);
+    }
 }
 
 impl<'a> Epilogue<'a> {

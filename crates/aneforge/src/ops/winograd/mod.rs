@@ -14,7 +14,6 @@ mod avx512;
 use crate::numerics::round_f16_slice_serial;
 #[cfg(target_arch = "x86_64")]
 use crate::sgemm::has_avx512;
-use super::linalg::add_residual;
 use crate::sgemm::{pack_lhs_each, packed_len, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData, Residual};
 use rayon::prelude::*;
 
@@ -264,7 +263,7 @@ fn input_transform(x: &[f32], g: &Geometry, chans: std::ops::Range<usize>, tiles
 fn output_transform(m: &[f32], g: &Geometry, outs: std::ops::Range<usize>, tiles: std::ops::Range<usize>, out: SendPtr, finish: Finish) {
     let (ho, wo) = (g.ho, g.wo);
     let ot = g.o * tiles.len();
-    // With a residual the clamp comes after it (`add_residual`).
+    // With a residual the clamp comes after it (`Residual::add_to`).
     let (lo, hi) = finish.clamp.filter(|_| finish.residual.is_none()).unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     // The pixels of `tiles` in one plane: whole rows from the first
     // tile's to the last's.
@@ -300,7 +299,7 @@ fn output_transform(m: &[f32], g: &Geometry, outs: std::ops::Range<usize>, tiles
             if let Some(r) = finish.residual {
                 for (k, row) in rows.iter_mut().enumerate() {
                     let at = (oi * ho + R * ty + k) * wo + x0;
-                    add_residual(row, Residual { data: &r.data[at..at + row.len()], ..r }, finish.clamp);
+                    r.add_to(row, at, finish.clamp);
                 }
             }
             if finish.round && finish.residual.is_none() {
