@@ -7,9 +7,7 @@ use super::{outputs_of, PyNet};
 use crate::convert::origin;
 use crate::errors::{af_err, guard, IntoPy};
 use aneforge::backend::mil::{lower_compiled, MilProgram, PortPlan};
-use aneforge::{CompileOptions, Compiled, DType};
-use half::f16;
-use numpy::{PyArrayDyn, PyArrayMethods};
+use aneforge::{CompileOptions, Compiled};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::path::PathBuf;
@@ -122,11 +120,14 @@ pub fn export<'py>(py: Python<'py>, out: &Bound<'py, PyAny>, path: PathBuf, targ
     plan_dict(py, &m)
 }
 
-/// Runs a Net on the engine: inputs as fed into the sim state's input
-/// slots (already checked and converted), outputs as numpy arrays of the
-/// ports' dtypes.
-pub(crate) fn run_ane<'py>(py: Python<'py>, live: &mut super::Live, ane: &aneforge::backend::ane::AneNet) -> PyResult<Vec<Bound<'py, PyAny>>> {
+/// Runs a Net on the engine: the checked inputs go through the sim
+/// state's input slots (converted as the sim would take them), outputs
+/// come back as numpy arrays of the ports' dtypes.
+pub(crate) fn run_ane<'py>(py: Python<'py>, live: &mut super::Live, ane: &aneforge::backend::ane::AneNet, held: &[super::Held<'py>]) -> PyResult<Vec<Bound<'py, PyAny>>> {
     let prog = &live.compiled.program;
+    for (k, h) in held.iter().enumerate() {
+        prog.write_input(&mut live.state, k, h.host()?);
+    }
     let names: Vec<String> = prog.inputs.iter().map(|p| p.name.clone()).collect();
     let values: Vec<Vec<f32>> = (0..names.len()).map(|k| prog.input_mut(&mut live.state, k).to_vec()).collect();
     let feeds: Vec<(&str, &[f32])> = names.iter().map(String::as_str).zip(values.iter().map(Vec::as_slice)).collect();
@@ -135,28 +136,9 @@ pub(crate) fn run_ane<'py>(py: Python<'py>, live: &mut super::Live, ane: &anefor
         .iter()
         .map(|p| {
             let data = outs.iter().find(|(n, _)| *n == p.name).map(|(_, v)| v.as_slice()).ok_or_else(|| af_err("AneForgeError", format!("the engine returned no output {:?}", p.name)))?;
-            array(py, p.fact.dtype, &p.fact.shape, data)
+            super::to_numpy(py, p.fact.dtype, &p.fact.shape, data, false)
         })
         .collect()
-}
-
-fn array<'py>(py: Python<'py>, d: DType, shape: &[usize], data: &[f32]) -> PyResult<Bound<'py, PyAny>> {
-    if d == DType::F16 {
-        let a = PyArrayDyn::<f16>::zeros(py, shape.to_vec(), false);
-        {
-            let mut w = a.readwrite();
-            let s = w.as_slice_mut().map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-            aneforge::numerics::f32_to_f16(data, s);
-        }
-        return Ok(a.into_any());
-    }
-    let a = PyArrayDyn::<f32>::zeros(py, shape.to_vec(), false);
-    {
-        let mut w = a.readwrite();
-        let s = w.as_slice_mut().map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        s.copy_from_slice(data);
-    }
-    a.call_method1("astype", (super::numpy_name(d, false),))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -3,10 +3,10 @@
 use crate::convert::origin;
 use crate::errors::{af_err, guard, IntoPy};
 use crate::tensor::PyTensor;
-use aneforge::backend::sim::SimState;
+use aneforge::backend::sim::{HostInput, SimState};
 use aneforge::{CompileOptions, Compiled, DType, Numerics, Precision, Tensor};
 use half::f16;
-use numpy::{PyArrayDyn, PyArrayMethods};
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -133,9 +133,43 @@ impl PyNet {
     }
 }
 
-/// Writes one numpy argument into input slot `k`, checking shape and dtype.
-fn feed(py: Python<'_>, live: &mut Live, k: usize, arr: &Bound<'_, PyAny>) -> PyResult<()> {
-    let port = live.compiled.program.inputs[k].clone();
+/// A checked input array, borrowed from Python for the length of a run.
+enum Held<'py> {
+    F16(PyReadonlyArrayDyn<'py, f16>),
+    F32 { arr: PyReadonlyArrayDyn<'py, f32>, round: bool },
+}
+
+impl Held<'_> {
+    fn host(&self) -> PyResult<HostInput<'_>> {
+        Ok(match self {
+            Held::F16(a) => HostInput::F16(a.as_slice().map_err(not_contiguous)?),
+            Held::F32 { arr, round } => HostInput::F32 { data: arr.as_slice().map_err(not_contiguous)?, round: *round },
+        })
+    }
+}
+
+fn not_contiguous(e: numpy::AsSliceError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+fn borrowed(e: numpy::BorrowError) -> PyErr {
+    PyValueError::new_err(format!("an input array is being written elsewhere: {e}"))
+}
+
+/// Checks one numpy argument against input port `k` (shape, dtype) and
+/// borrows it in the form the port is fed from, converting only what numpy
+/// must (non-contiguous arrays, integer ports).
+fn check_input<'py>(py: Python<'py>, live: &Live, k: usize, arr: &Bound<'py, PyAny>) -> PyResult<Held<'py>> {
+    let port = &live.compiled.program.inputs[k];
+    // The common call, a C-contiguous float16 array of the port's shape,
+    // costs no Python calls at all.
+    if port.fact.dtype == DType::F16 {
+        if let Ok(a) = arr.cast::<PyArrayDyn<f16>>() {
+            if a.shape() == port.fact.shape.as_slice() && a.is_c_contiguous() {
+                return Ok(Held::F16(a.try_readonly().map_err(borrowed)?));
+            }
+        }
+    }
     let np = py.import("numpy")?;
     let a = if arr.hasattr("dtype")? && arr.hasattr("shape")? { arr.clone() } else { np.call_method1("asarray", (arr,))? };
     let shape: Vec<usize> = a.getattr("shape")?.extract()?;
@@ -149,72 +183,72 @@ fn feed(py: Python<'_>, live: &mut Live, k: usize, arr: &Bound<'_, PyAny>) -> Py
             ),
         ));
     }
-    let fp16 = live.compiled.program.ctx.fp16;
-    let slot = live.compiled.program.input_mut(&mut live.state, k);
+    let f32_array = |a: Bound<'py, PyAny>| -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+        let a = np.call_method1("ascontiguousarray", (a, "float32"))?;
+        a.cast_into::<PyArrayDyn<f32>>()?.try_readonly().map_err(borrowed)
+    };
     match (port.fact.dtype, dt.as_str()) {
         (DType::F16, "float16") => {
             let a = np.call_method1("ascontiguousarray", (a,))?;
-            let arr = a.cast::<PyArrayDyn<f16>>()?.readonly();
-            let s = arr.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?;
-            aneforge::numerics::f16_to_f32(s, slot);
+            Ok(Held::F16(a.cast_into::<PyArrayDyn<f16>>()?.try_readonly().map_err(borrowed)?))
         }
-        (DType::F16, "float32" | "float64") => {
-            let a = np.call_method1("ascontiguousarray", (a, "float32"))?;
-            let arr = a.cast::<PyArrayDyn<f32>>()?.readonly();
-            let s = arr.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?;
-            slot.copy_from_slice(s);
-            if fp16 {
-                aneforge::numerics::round_f16_slice(slot);
-            }
-        }
-        (d, got) if d != DType::F16 && got == numpy_name(d, false) => {
-            let a = np.call_method1("ascontiguousarray", (a, "float32"))?;
-            let arr = a.cast::<PyArrayDyn<f32>>()?.readonly();
-            let s = arr.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?;
-            slot.copy_from_slice(s);
-        }
+        (DType::F16, "float32" | "float64") => Ok(Held::F32 { arr: f32_array(a)?, round: live.compiled.program.ctx.fp16 }),
+        (d, got) if d != DType::F16 && got == numpy_name(d, false) => Ok(Held::F32 { arr: f32_array(a)?, round: false }),
         (d, got) => {
             let want = if d == DType::F16 { "float16 (float32 is converted)".to_string() } else { numpy_name(d, false).to_string() };
-            return Err(af_err("DTypeError", format!("input {:?} is a {} port and needs a {want} array, got {got}", port.name, d)));
+            Err(af_err("DTypeError", format!("input {:?} is a {} port and needs a {want} array, got {got}", port.name, d)))
         }
     }
-    Ok(())
 }
 
+/// Output `k` as a new numpy array (see [`to_numpy`]).
 fn fetch<'py>(py: Python<'py>, live: &Live, k: usize) -> PyResult<Bound<'py, PyAny>> {
     let prog = &live.compiled.program;
     let port = &prog.outputs[k];
-    let data = prog.output(&live.state, k);
-    let shape = port.fact.shape.clone();
-    let fp32 = !prog.ctx.fp16;
-    match port.fact.dtype {
-        DType::F16 if !fp32 => {
-            // SAFETY: every element is written by the conversion below
-            // before the array reaches Python (clearing it first cost a
-            // pass over the output on every call).
-            let a = unsafe { PyArrayDyn::<f16>::new(py, shape, false) };
-            {
-                let mut w = a.readwrite();
-                let s = w.as_slice_mut().map_err(|e| PyValueError::new_err(e.to_string()))?;
-                aneforge::numerics::f32_to_f16(data, s);
-            }
-            Ok(a.into_any())
-        }
-        d => {
-            let a = PyArrayDyn::<f32>::zeros(py, shape, false);
-            {
-                let mut w = a.readwrite();
-                let s = w.as_slice_mut().map_err(|e| PyValueError::new_err(e.to_string()))?;
-                s.copy_from_slice(data);
-            }
-            let name = numpy_name(d, fp32);
-            if name == "float32" {
-                Ok(a.into_any())
-            } else {
-                a.call_method1("astype", (name,))
-            }
-        }
+    to_numpy(py, port.fact.dtype, &port.fact.shape, prog.output(&live.state, k), !prog.ctx.fp16)
+}
+
+/// Values of dtype `d` as a numpy array of the dtype the Net returns for it
+/// (see [`numpy_name`]).
+pub(crate) fn to_numpy<'py>(py: Python<'py>, d: DType, shape: &[usize], data: &[f32], fp32: bool) -> PyResult<Bound<'py, PyAny>> {
+    if d == DType::F16 && !fp32 {
+        let a = fp16_output(py, shape);
+        aneforge::numerics::f32_to_f16(data, a.try_readwrite().map_err(borrowed)?.as_slice_mut().map_err(not_contiguous)?);
+        return Ok(a.into_any());
     }
+    let a = PyArrayDyn::<f32>::zeros(py, shape.to_vec(), false);
+    a.try_readwrite().map_err(borrowed)?.as_slice_mut().map_err(not_contiguous)?.copy_from_slice(data);
+    match numpy_name(d, fp32) {
+        "float32" => Ok(a.into_any()),
+        name => a.call_method1("astype", (name,)),
+    }
+}
+
+/// A new, unfilled float16 array: every caller writes all of it before it
+/// reaches Python (clearing it first cost a pass over the output per call).
+fn fp16_output<'py>(py: Python<'py>, shape: &[usize]) -> Bound<'py, PyArrayDyn<f16>> {
+    // SAFETY: see above; the elements are plain bits with no invalid values.
+    unsafe { PyArrayDyn::<f16>::new(py, shape.to_vec(), false) }
+}
+
+/// Runs the sim with the checked inputs; the outputs come back as numpy
+/// arrays. The fp16 ones are allocated first and filled inside the run, so
+/// that converting the ports costs no hand-off of its own.
+fn run_sim<'py>(py: Python<'py>, live: &mut Live, held: &[Held<'py>]) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let prog = &live.compiled.program;
+    let filled: Vec<Option<Bound<'py, PyArrayDyn<f16>>>> =
+        prog.outputs.iter().map(|p| (p.fact.dtype == DType::F16 && prog.ctx.fp16).then(|| fp16_output(py, &p.fact.shape))).collect();
+    {
+        let mut writers = filled.iter().map(|a| a.as_ref().map(|a| a.try_readwrite().map_err(borrowed)).transpose()).collect::<PyResult<Vec<_>>>()?;
+        let mut outs = writers
+            .iter_mut()
+            .map(|w| w.as_mut().map(|w| w.as_slice_mut().map_err(not_contiguous)).transpose())
+            .collect::<PyResult<Vec<_>>>()?;
+        let ins = held.iter().map(Held::host).collect::<PyResult<Vec<_>>>()?;
+        let state = &mut live.state;
+        py.detach(|| guard("sim run", || Ok(prog.run_io(state, &ins, &mut outs))))?;
+    }
+    filled.into_iter().enumerate().map(|(k, a)| a.map_or_else(|| fetch(py, live, k), |a| Ok(a.into_any()))).collect()
 }
 
 #[pymethods]
@@ -244,19 +278,20 @@ impl PyNet {
                     given[k] = Some(v);
                 }
             }
-            for (k, g) in given.iter().enumerate() {
-                let a = g.as_ref().ok_or_else(|| PyTypeError::new_err(format!("missing input {:?}", names[k])))?;
-                feed(py, live, k, a)?;
-            }
+            let held = given
+                .iter()
+                .enumerate()
+                .map(|(k, g)| {
+                    let a = g.as_ref().ok_or_else(|| PyTypeError::new_err(format!("missing input {:?}", names[k])))?;
+                    check_input(py, live, k, a)
+                })
+                .collect::<PyResult<Vec<_>>>()?;
             let outs: Vec<Bound<'py, PyAny>> = if let Some(ane) = live.ane.take() {
-                let r = mil_api::run_ane(py, live, &ane);
+                let r = mil_api::run_ane(py, live, &ane, &held);
                 live.ane = Some(ane);
                 r?
             } else {
-                let Live { compiled, state, .. } = live;
-                let prog = &compiled.program;
-                py.detach(|| guard("sim run", || Ok(prog.run(state))))?;
-                (0..prog.outputs.len()).map(|k| fetch(py, live, k)).collect::<PyResult<_>>()?
+                run_sim(py, live, &held)?
             };
             if self.single_output {
                 Ok(outs.into_iter().next().map(|o| o.unbind()).unwrap_or_else(|| py.None()))

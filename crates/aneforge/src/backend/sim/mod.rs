@@ -20,7 +20,8 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fact::{human_bytes, Fact};
 use crate::graph::Graph;
-use crate::numerics::round_f16_slice;
+use crate::numerics::{f16_to_f32, f32_to_f16, round_f16_slice};
+use half::f16;
 use crate::ops::{EvalCtx, Op, Param, View};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -381,6 +382,21 @@ impl SimProgram {
         }
     }
 
+    /// Converts a host array into input `k`'s slot (`input` holds exactly
+    /// the port's element count).
+    pub fn write_input(&self, st: &mut SimState, k: usize, input: HostInput) {
+        let slot = self.input_mut(st, k);
+        match input {
+            HostInput::F16(src) => f16_to_f32(src, slot),
+            HostInput::F32 { data, round } => {
+                slot.copy_from_slice(data);
+                if round {
+                    round_f16_slice(slot);
+                }
+            }
+        }
+    }
+
     pub fn output<'a>(&'a self, st: &'a SimState, k: usize) -> &'a [f32] {
         let p = &self.outputs[k];
         self.read(&st.slots, p.loc, p.fact.numel())
@@ -411,6 +427,34 @@ impl SimProgram {
         // sleeping vCPU costs tens of microseconds. (Any further workers
         // still steal as usual.)
         assisted(|| self.run_steps(st))
+    }
+
+    /// [`run`](Self::run) with the host's arrays: each input converted into
+    /// its slot, and the fp16 outputs given in `outs` (one entry per
+    /// output port; `None` to read it with [`output`](Self::output) after)
+    /// converted out, inside the same hand-off to the pool. Converting
+    /// outside it cost a second and third hand-off, or a serial pass on
+    /// the caller's thread, per call: more than the kernels of a small net.
+    ///
+    /// `ins` must hold one entry per input port, each of its element count,
+    /// and each `Some` in `outs` its output's.
+    pub fn run_io(&self, st: &mut SimState, ins: &[HostInput], outs: &mut [Option<&mut [f16]>]) {
+        let mut body = |st: &mut SimState| {
+            for (k, &input) in ins.iter().enumerate() {
+                self.write_input(st, k, input);
+            }
+            self.run_steps(st);
+            for (k, dst) in outs.iter_mut().enumerate() {
+                if let Some(dst) = dst {
+                    f32_to_f16(self.output(st, k), dst);
+                }
+            }
+        };
+        if self.inline {
+            body(st)
+        } else {
+            assisted(|| body(st))
+        }
     }
 
     fn run_steps(&self, st: &mut SimState) {
@@ -464,6 +508,16 @@ impl SimProgram {
     pub fn planned_bytes(&self) -> usize {
         (self.slot_sizes.iter().sum::<usize>() + self.scratch) * 4
     }
+}
+
+/// An input array as the host holds it, for [`SimProgram::run_io`].
+#[derive(Clone, Copy, Debug)]
+pub enum HostInput<'a> {
+    /// fp16 values, widened into the slot.
+    F16(&'a [f16]),
+    /// f32 values, copied, and rounded to fp16 when `round` (an fp16 port
+    /// of an fp16 program fed float32).
+    F32 { data: &'a [f32], round: bool },
 }
 
 /// Lends `buf`'s allocation to `f` as an empty list of views of any
