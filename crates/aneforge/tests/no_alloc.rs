@@ -18,9 +18,11 @@
 //!   every call. `sgemm` falls back to it on machines without AVX-512
 //!   only; on an AVX-512 machine the test requires it to be silent.
 
+use aneforge::backend::sim::HostInput;
 use aneforge::builder::{self as b, ConvArgs, PadSpec};
 use aneforge::ops::{PadMode, ReduceKind, ResizeMode};
 use aneforge::{compile, CompileOptions, Compiled, DType, Tensor};
+use half::f16;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -109,24 +111,26 @@ struct Counts {
 }
 
 /// Runs `c` a few times to warm up (rayon starts its workers and the
-/// caller's latch), then counts `calls` more runs.
+/// caller's latch), then counts `calls` more runs, made as the Python
+/// binding makes them: fp16 host arrays in and out, converted inside the
+/// run.
 fn steady_state_allocations(c: &Compiled, calls: usize) -> Counts {
     let p = &c.program;
     let mut st = p.new_state();
-    for k in 0..p.inputs.len() {
-        let dst = p.input_mut(&mut st, k);
-        let v = values(dst.len(), k);
-        dst.copy_from_slice(&v);
-    }
+    let host: Vec<Vec<f16>> = p.inputs.iter().enumerate().map(|(k, port)| values(port.fact.numel(), k).into_iter().map(f16::from_f32).collect()).collect();
+    let ins: Vec<HostInput> = host.iter().map(|h| HostInput::F16(h)).collect();
+    let mut results: Vec<Vec<f16>> = p.outputs.iter().map(|port| vec![f16::ZERO; port.fact.numel()]).collect();
+    let mut outs: Vec<Option<&mut [f16]>> =
+        results.iter_mut().zip(&p.outputs).map(|(r, port)| (port.fact.dtype == DType::F16).then_some(&mut r[..])).collect();
     for _ in 0..3 {
-        p.run(&mut st);
+        p.run_io(&mut st, &ins, &mut outs);
     }
     for n in [&OURS, &INJECTOR, &GEMM_CRATE] {
         n.store(0, Relaxed);
     }
     ARMED.store(true, Relaxed);
     for _ in 0..calls {
-        p.run(&mut st);
+        p.run_io(&mut st, &ins, &mut outs);
     }
     ARMED.store(false, Relaxed);
     Counts { ours: OURS.load(Relaxed), injector: INJECTOR.load(Relaxed), gemm_crate: GEMM_CRATE.load(Relaxed) }

@@ -202,14 +202,22 @@ impl OpDef for Conv {
                 // SAFETY: the source is [kk, plane] (so [plane, kk] as A), wt is [kk, o], ct is [plane, o].
                 unsafe { sgemm(plane, o, kk, Operand::source(&source), wt, ct.as_mut_ptr(), o, false, epi, true) };
                 let dst = &mut out[b * o * plane..(b + 1) * o * plane];
-                for (p, row) in ct.chunks_exact(o).enumerate() {
-                    for (ch, &v) in row.iter().enumerate() {
-                        dst[ch * plane + p] = v;
+                // Each thread transposes (and finishes) a block of channels:
+                // the block its GEMM stripe computed when the GEMM split by
+                // channels, so the values stay in that core's cache.
+                let per = if o * plane >= PAR_TRANSPOSE_MIN { o.div_ceil(rayon::current_num_threads()) } else { o };
+                let ct = &*ct;
+                dst.par_chunks_mut(per * plane).enumerate().for_each(|(i, block)| {
+                    let c0 = i * per;
+                    for (p, row) in ct.chunks_exact(o).enumerate() {
+                        for (ci, &v) in row[c0..c0 + block.len() / plane].iter().enumerate() {
+                            block[ci * plane + p] = v;
+                        }
                     }
-                }
-                if let Some(r) = residual(b) {
-                    r.add_to(dst, 0, clamp);
-                }
+                    if let Some(r) = residual(b) {
+                        r.add_to(block, c0 * plane, clamp);
+                    }
+                });
             }
         } else {
             let parallel = og * plane * kk >= 1 << 17;
@@ -310,6 +318,10 @@ impl Conv {
 }
 
 /// One filter per channel: a direct loop beats im2col + a 1-row GEMM.
+/// Output values from which the transposed path's transpose is split
+/// across threads.
+const PAR_TRANSPOSE_MIN: usize = 1 << 14;
+
 fn depthwise(x: View, w: &[f32], out: &mut [f32], [oh, ow]: [usize; 2], win: &Window) {
     let [c, h, wd] = [x.shape[1], x.shape[2], x.shape[3]];
     let [kh, kw] = win.kernel;
