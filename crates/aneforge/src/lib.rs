@@ -16,6 +16,7 @@ pub mod fact;
 pub mod graph;
 pub mod numerics;
 pub mod ops;
+mod parallel;
 pub mod passes;
 mod sgemm;
 pub mod train;

@@ -97,7 +97,7 @@ fn parallel(len: usize) -> bool {
 /// handed cache lines across the cores instead, which made attention's
 /// [12, 197, 64] product 27% slower while the host kept the vCPUs apart.
 fn part(len: usize) -> usize {
-    len.div_ceil(rayon::current_num_threads()).max(1)
+    crate::parallel::per_thread(len)
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]

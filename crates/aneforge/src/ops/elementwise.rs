@@ -5,10 +5,17 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fact::{broadcast_shapes, Fact};
 use crate::numerics::{erf, exp, round_int, sigmoid, tanh};
+use crate::parallel::per_thread;
 use rayon::prelude::*;
 
 /// Elements per parallel task; below twice this, loops run on one thread.
 pub(crate) const PAR_CHUNK: usize = 1 << 15;
+
+/// Values per task of a split elementwise loop: one part per thread (see
+/// [`crate::parallel`]), whole 16-lane vectors.
+fn part(len: usize) -> usize {
+    per_thread(len).next_multiple_of(16)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum GeluMode {
@@ -324,7 +331,7 @@ impl SliceMap for InPlace<'_> {
     fn run(self, f: impl Fn(f32) -> f32 + Sync + Send + Copy) {
         let run = |o: &mut [f32]| o.iter_mut().for_each(|v| *v = f(*v));
         if self.0.len() >= 2 * PAR_CHUNK {
-            self.0.par_chunks_mut(PAR_CHUNK).for_each(run);
+            self.0.par_chunks_mut(part(self.0.len())).for_each(run);
         } else {
             run(self.0);
         }
@@ -340,7 +347,8 @@ pub(crate) fn map_slice(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Syn
         }
     };
     if out.len() >= 2 * PAR_CHUNK {
-        out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(|(o, i)| run(o, i));
+        let part = part(out.len());
+        out.par_chunks_mut(part).zip(x.par_chunks(part)).for_each(|(o, i)| run(o, i));
     } else {
         run(out, x);
     }
@@ -502,8 +510,9 @@ fn binary_loop(a: View, b: View, out: &mut [f32], out_shape: &[usize], f: impl F
     macro_rules! run {
         ($body:expr) => {
             if par {
-                out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(c, o)| {
-                    let start = c * PAR_CHUNK;
+                let part = part(n);
+                out.par_chunks_mut(part).enumerate().for_each(|(c, o)| {
+                    let start = c * part;
                     for (j, o) in o.iter_mut().enumerate() {
                         *o = $body(start + j);
                     }
@@ -536,7 +545,7 @@ fn binary_loop(a: View, b: View, out: &mut [f32], out_shape: &[usize], f: impl F
                     }
                 };
                 if par {
-                    out.par_chunks_mut(last).zip(ad.par_chunks(last)).for_each(|(o, x)| body(o, x));
+                    out.par_chunks_mut(last).zip(ad.par_chunks(last)).with_min_len(per_thread(n / last)).for_each(|(o, x)| body(o, x));
                 } else {
                     out.chunks_mut(last).zip(ad.chunks(last)).for_each(|(o, x)| body(o, x));
                 }
@@ -632,7 +641,8 @@ pub(crate) fn map_broadcast<const N: usize>(
             }
         };
         if n >= 2 * PAR_CHUNK {
-            out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(c, o)| run(o, c * PAR_CHUNK));
+            let part = part(n);
+            out.par_chunks_mut(part).enumerate().for_each(|(c, o)| run(o, c * part));
         } else {
             run(out, 0);
         }

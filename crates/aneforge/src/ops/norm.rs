@@ -72,19 +72,19 @@ fn rounded(out: &mut [f32], ctx: &EvalCtx, f: impl FnOnce(&mut [f32])) {
     }
 }
 
-/// `body` over each row (`len` elements) of `out` and `x`, with several
-/// rows per task: a task per row of a [197, 768] layer norm spent more time
-/// in rayon's splitting and wake-ups than in the rows. Less than one task's
-/// worth runs on the calling thread.
+/// `body` over each row (`len` elements) of `out` and `x`, one block of
+/// rows per thread (see [`crate::parallel`]): a task per row of a
+/// [197, 768] layer norm spent more time in rayon's splitting and wake-ups
+/// than in the rows. Below one task's worth it runs on the calling thread.
 fn rows_in_parallel(out: &mut [f32], x: &[f32], len: usize, body: impl Fn((&mut [f32], &[f32])) + Sync) {
     if x.len() < ROWS_TASK_WORK {
         return out.chunks_mut(len).zip(x.chunks(len)).for_each(body);
     }
-    let rows = (ROWS_TASK_WORK / len.max(1)).max(1);
+    let rows = crate::parallel::per_thread(x.len() / len.max(1));
     out.par_chunks_mut(len * rows).zip(x.par_chunks(len * rows)).for_each(|(o, xs)| o.chunks_mut(len).zip(xs.chunks(len)).for_each(&body));
 }
 
-/// Elements per parallel task in the row-wise normalisations.
+/// Elements from which the row-wise normalisations split across threads.
 const ROWS_TASK_WORK: usize = 1 << 14;
 
 fn softmax_row(xs: &[f32], o: &mut [f32], log: bool) {
