@@ -190,6 +190,16 @@ def report(rows) -> str:
     return "\n".join(out)
 
 
+def core_round_trip_ns():
+    """The host's cache-line round trip between its first two CPUs (see
+    aneforge._aneforge.host_core_round_trip_ns), or None."""
+    try:
+        import aneforge._aneforge as ext
+    except ImportError:
+        return None
+    return ext.host_core_round_trip_ns()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated: %s" % ", ".join(MODEL_NAMES))
@@ -211,12 +221,18 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="aneforge-bench-") as tmp:
         for name in names:
             t0 = time.perf_counter()
+            before = core_round_trip_ns()
             rows.append(bench_model(name, Path(tmp), args.runs, args.warmup, args.threads, rust_sim))
+            rows[-1]["core_round_trip_ns"] = [before, core_round_trip_ns()]
             print("%s done in %.1f s" % (name, time.perf_counter() - t0), file=sys.stderr)
 
     print("batch 1, ONNX Runtime CPU with %d intra-op threads, median of %d runs (in blocks alternating with the sim's); sim via %s; %d CPUs"
           % (args.threads, args.runs, "Rust example" if rust_sim else "aneforge_timings() hook", os.cpu_count() or 0))
     print(report(rows))
+    for r in rows:
+        print("%s: host core round trip %s ns before, %s ns after" % (r["model"], *("%.0f" % t if t else "n/a" for t in r["core_round_trip_ns"])))
+    print("(a cache line between the two CPUs and back; at ~100-300 ns the vCPUs are close, at ~500-1100 ns the host has\n"
+          " placed them far apart, and the sim's multi-threaded kernels run a fifth to a third slower while ONNX Runtime barely changes)")
     if not any("sim_median_s" in r for r in rows):
         print("(ANEForge columns are n/a until aneforge_timings() in this file is filled in)")
     if args.json:

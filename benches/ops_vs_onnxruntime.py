@@ -120,12 +120,15 @@ def main() -> None:
         case_layer_norm(197, 768),
         case_softmax(197, 768),
     ]
-    print(f"{'op':34s} {'sim ms':>9s} {'ORT ms':>9s} {'sim/ORT':>8s}  max|diff|")
+    print(f"{'op':34s} {'sim ms':>9s} {'ORT ms':>9s} {'sim/ORT':>8s}  {'max|diff|':>9s}  core round trip")
     for name, net, sess, x in cases:
         x16 = x.astype(np.float16)
+        trip = af._aneforge.host_core_round_trip_ns()
         t_sim, t_ort = paired_ms(lambda: net(x16), lambda: sess.run(None, {"x": x}), args.repeat)
         diff = float(np.abs(net(x16).astype(np.float32) - sess.run(None, {"x": x16.astype(np.float32)})[0]).max())
-        print(f"{name:34s} {t_sim:9.3f} {t_ort:9.3f} {t_sim / t_ort:7.2f}x  {diff:.3g}")
+        print(f"{name:34s} {t_sim:9.3f} {t_ort:9.3f} {t_sim / t_ort:7.2f}x  {diff:9.3g}  {trip or float('nan'):.0f} ns")
+    print("(core round trip: a cache line between the two CPUs and back, just before the op; at ~100-300 ns the vCPUs\n"
+          " are close, at ~500-1100 ns the host has placed them far apart and the sim's threaded kernels slow down)")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ PARAM_TYPES = {
     "pad": "int | Sequence[int] | str | None", "dilation": "int | Sequence[int] | None",
     "output_pad": "int | Sequence[int] | None", "groups": "int", "ceil_mode": "bool",
     "count_include_pad": "bool", "align_corners": "bool", "size": "int | Sequence[int]",
-    "mode": "str", "exclusive": "bool", "reverse": "bool", "start": "int", "end": "int",
+    "mode": "str", "exclusive": "bool", "reverse": "bool", "start": "int", "end": "int", "trips": "int",
     "sizes_or_n": "int | Sequence[int]", "begin": "Sequence[int | None]", "crops": "Sequence[tuple[int, int]]",
     "pads": "Sequence[tuple[int, int]]", "r": "int", "block": "int", "equation": "str",
     "transpose_a": "bool", "transpose_b": "bool", "precision": "str", "backend": "str | None",
@@ -47,7 +47,7 @@ PARAM_TYPES = {
 RETURNS = {
     "export": "dict[str, Any]",
     "compile": "Net", "split": "list[Tensor]", "targets": "list[Target]", "target": "Target",
-    "detect_family": "str | None", "project_peak": "dict[str, float]", "cross_compile_check": "TargetReport",
+    "detect_family": "str | None", "host_core_round_trip_ns": "float | None", "project_peak": "dict[str, float]", "cross_compile_check": "TargetReport",
     "estimate": "Estimate", "calibration_report": "list[dict[str, Any]]", "reset_compile_breaker": "None",
     "load": "Encoder", "grad": "list[Tensor]", "input_order": "list[str]",
 }

@@ -350,3 +350,18 @@ def test_no_target_off_mac_means_no_validation_and_no_breaker(monkeypatch):
     net = af.compile(relu_of((1, 4, 1, 20000)))  # no target: the sim runs anything
     assert net.target is None and net.report is None
     _aneforge._inject_compile_failures(0)
+
+
+def test_host_core_round_trip_is_measured_where_two_cpus_are_usable():
+    import os
+
+    from aneforge import _aneforge as ext
+
+    t = ext.host_core_round_trip_ns(trips=2000)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    if usable >= 2:
+        # A cache-line round trip between two cores: tens of ns on one die,
+        # a few us at worst on a loaded VM; never zero or seconds.
+        assert t is not None and 10 < t < 100_000
+    else:
+        assert t is None

@@ -483,6 +483,16 @@ def hard_sigmoid(x: TensorLike, alpha: float = 0.2, beta: TensorLike | float | N
 def hard_swish(x: TensorLike) -> Tensor:
     ...
 
+def host_core_round_trip_ns(trips: int = 20000) -> float | None:
+    """
+    Median round trip, in nanoseconds, of a cache line between the first two
+    CPUs this process may use (None with fewer than two, or off Linux). On
+    shared VMs it tells apart the times the host keeps the vCPUs close
+    (~0.1-0.3 us) from those it places them far apart (0.5-1 us), in which
+    the sim's multi-threaded kernels run a fifth to a third slower.
+    Benchmarks print it beside their timings.
+    """
+
 def image_input(shape: Sequence[int] | int, scale: ArrayLike | float | None = None, bias: ArrayLike | float | None = None, name: str | None = None) -> Tensor:
     """A uint8 image port dequantised on the engine: `x * scale + bias`."""
 

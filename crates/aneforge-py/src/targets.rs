@@ -330,6 +330,18 @@ fn estimate(py: Python<'_>, outputs: &Bound<'_, PyAny>, target: Option<&str>) ->
     Ok(PyEstimate::from(&e.py()?))
 }
 
+/// Median round trip, in nanoseconds, of a cache line between the first two
+/// CPUs this process may use (None with fewer than two, or off Linux). On
+/// shared VMs it tells apart the times the host keeps the vCPUs close
+/// (~0.1-0.3 us) from those it places them far apart (0.5-1 us), in which
+/// the sim's multi-threaded kernels run a fifth to a third slower.
+/// Benchmarks print it beside their timings.
+#[pyfunction]
+#[pyo3(signature = (trips=20000))]
+fn host_core_round_trip_ns(py: Python<'_>, trips: u32) -> Option<f64> {
+    py.detach(|| aneforge::backend::sim::core_round_trip_ns(trips))
+}
+
 /// Clears the compile breaker (the wait after a failed compile).
 #[pyfunction]
 fn reset_compile_breaker() {
@@ -376,6 +388,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(project_peak, m)?)?;
     m.add_function(wrap_pyfunction!(cross_compile_check, m)?)?;
     m.add_function(wrap_pyfunction!(estimate, m)?)?;
+    m.add_function(wrap_pyfunction!(host_core_round_trip_ns, m)?)?;
     m.add_function(wrap_pyfunction!(reset_compile_breaker, m)?)?;
     m.add_function(wrap_pyfunction!(_inject_compile_failures, m)?)?;
     m.add_function(wrap_pyfunction!(calibration_report, m)?)?;

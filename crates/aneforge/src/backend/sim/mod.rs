@@ -15,6 +15,7 @@
 //! demand.
 
 mod pinning;
+pub use pinning::core_round_trip_ns;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
