@@ -90,20 +90,26 @@ const ROWS_TASK_WORK: usize = 1 << 14;
 fn softmax_row(xs: &[f32], o: &mut [f32], log: bool) {
     use crate::numerics::{exp, max_f32, sum_f32};
     let m = max_f32(xs);
-    // Separate passes keep each loop free of a carried dependency, so they
-    // vectorise; two vectors per step give exp's long chain of dependent
-    // operations a second chain to overlap with.
+    // Two vectors per step give exp's long chain of dependent operations a
+    // second chain to overlap with; the sum rides along in 32 lanes (one
+    // accumulator per lane carries no dependency across lanes, so the loop
+    // still vectorises) instead of a pass of its own over the row.
     let mut oc = o.chunks_exact_mut(32);
     let mut xc = xs.chunks_exact(32);
+    let mut acc = [0.0f32; 32];
     for (ov, xv) in (&mut oc).zip(&mut xc) {
         for k in 0..32 {
-            ov[k] = exp(xv[k] - m);
+            let e = exp(xv[k] - m);
+            ov[k] = e;
+            acc[k] += e;
         }
     }
+    let mut s = 0.0;
     for (o, &v) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
         *o = exp(v - m);
+        s += *o;
     }
-    let s = sum_f32(o);
+    let s = s + sum_f32(&acc);
     if log {
         let ls = m + s.ln();
         for (o, &v) in o.iter_mut().zip(xs) {
