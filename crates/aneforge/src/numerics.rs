@@ -261,6 +261,11 @@ pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     }
 }
 
+/// f32 → fp16 (round to nearest even) on the calling thread only.
+pub fn f32_to_f16_serial(src: &[f32], dst: &mut [f16]) {
+    simd::to_f16(src, dst);
+}
+
 /// f32 → fp16 (round to nearest even) for port I/O.
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
     if parallel(src.len()) {

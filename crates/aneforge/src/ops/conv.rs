@@ -233,7 +233,7 @@ impl OpDef for Conv {
                     let cols = if self.is_pointwise() {
                         Operand::Strided(Mat::rows(xin, plane))
                     } else if crate::sgemm::packs_constants() {
-                        source = Im2col::new(xin, [h, wd], [oh, ow], &self.window);
+                        source = Im2col::new(xin, [h, wd], [oh, ow], &self.window).of_fp16(ctx.fp16);
                         Operand::source(&source)
                     } else {
                         let s = &mut scratch[..kk * plane];

@@ -62,6 +62,8 @@ pub(super) struct Im2col<'a> {
     hw: [usize; 2],
     ohw: [usize; 2],
     win: &'a Window,
+    /// Every value of `x` is an fp16 value (the sim stores fp16).
+    fp16: bool,
 }
 
 /// The lines one 16-lane group of a panel reads along (see
@@ -106,7 +108,12 @@ impl Lines {
 impl<'a> Im2col<'a> {
     /// `x` is [C, H, W]; `ohw` the output size of `win` over it.
     pub fn new(x: &'a [f32], hw: [usize; 2], ohw: [usize; 2], win: &'a Window) -> Im2col<'a> {
-        Im2col { x, hw, ohw, win }
+        Im2col { x, hw, ohw, win, fp16: false }
+    }
+
+    /// The same, declaring that `x` holds fp16 values only.
+    pub fn of_fp16(self, fp16: bool) -> Im2col<'a> {
+        Im2col { fp16, ..self }
     }
 }
 
@@ -129,6 +136,9 @@ impl PanelSource for Im2col<'_> {
             return unsafe { self.panel_avx512(pc, kc, j0, cols, width, dst) };
         }
         self.panel_scalar(pc, kc, j0, cols, width, dst)
+    }
+    fn fp16_exact(&self) -> bool {
+        self.fp16
     }
 }
 
