@@ -433,3 +433,40 @@ def test_outputs_may_repeat_or_be_inputs_and_do_not_alias_across_calls():
     np.testing.assert_array_equal(second[0], [10, 12])
     first[0][0] = 99  # returned arrays are the caller's
     np.testing.assert_array_equal(net(np.array([5, 6], np.float16))[0], [10, 12])
+
+
+def test_a_net_can_be_queried_from_another_thread_while_it_runs():
+    # A run holds the Net's lock with the GIL released; a thread that
+    # waited for the lock while holding the GIL hung both. In a subprocess,
+    # so that a regression fails on the timeout instead of hanging the suite.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import threading, time
+        import numpy as np, aneforge as af
+        w = np.random.default_rng(0).standard_normal((64, 64, 3, 3)).astype(np.float32) * 0.05
+        y = af.input((1, 64, 56, 56))
+        for _ in range(4):
+            y = af.conv(y, w, pad=1).relu()
+        net = af.compile(y)
+        a = np.random.rand(1, 64, 56, 56).astype(np.float16)
+        stop = time.time() + 1.5
+        def call():
+            while time.time() < stop:
+                net(a)
+        def query():
+            while time.time() < stop:
+                net.inputs, net.outputs, net.released, repr(net)
+        ts = [threading.Thread(target=call), threading.Thread(target=query)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        print("done")
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "done" in r.stdout, r.stderr

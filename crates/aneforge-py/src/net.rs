@@ -9,6 +9,7 @@ use half::f16;
 use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::Mutex;
 
@@ -124,8 +125,17 @@ fn numpy_name(d: DType, fp32: bool) -> &'static str {
 }
 
 impl PyNet {
+    /// Locks the Net's state, letting go of the GIL while another thread
+    /// holds it: a run holds the lock with the GIL released, and a thread
+    /// that waited for the lock while keeping the GIL (reading `net.inputs`
+    /// during a call, say) left the run unable to take the GIL back, and
+    /// both hung.
+    fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, Option<Live>>> {
+        Python::attach(|py| self.live.lock_py_attached(py))
+    }
+
     fn with_live<T>(&self, f: impl FnOnce(&mut Live) -> PyResult<T>) -> PyResult<T> {
-        let mut g = self.live.lock().map_err(|_| af_err("AneForgeError", "the Net's state was poisoned by a panic; compile it again"))?;
+        let mut g = self.lock().map_err(|_| af_err("AneForgeError", "the Net's state was poisoned by a panic; compile it again"))?;
         match g.as_mut() {
             Some(l) => f(l),
             None => Err(af_err("AneForgeError", "this Net was released; compile the graph again to use it")),
@@ -324,7 +334,7 @@ impl PyNet {
     }
     #[getter]
     fn released(&self) -> bool {
-        self.live.lock().map(|g| g.is_none()).unwrap_or(true)
+        self.lock().map(|g| g.is_none()).unwrap_or(true)
     }
     /// The compile report when compiled for a target: `.warnings` lists the
     /// rewrites made instead of refusals, `.estimate` the projection.
@@ -356,7 +366,7 @@ impl PyNet {
     }
     /// Frees the program and its buffers; calling the Net afterwards raises.
     fn release(&self) {
-        if let Ok(mut g) = self.live.lock() {
+        if let Ok(mut g) = self.lock() {
             *g = None;
         }
     }
@@ -369,7 +379,7 @@ impl PyNet {
         false
     }
     fn __repr__(&self) -> String {
-        match self.live.lock().ok().and_then(|g| {
+        match self.lock().ok().and_then(|g| {
             g.as_ref().map(|l| {
                 let ins: Vec<String> = l.compiled.program.inputs.iter().map(|p| format!("{}: {}", p.name, p.fact)).collect();
                 let outs: Vec<String> = l.compiled.program.outputs.iter().map(|p| format!("{}: {}", p.name, p.fact)).collect();
