@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     print(report(rows))
     for r in rows:
         print("%s: host core round trip %s ns before, %s ns after" % (r["model"], *("%.0f" % t if t else "n/a" for t in r["core_round_trip_ns"])))
-    print("(a cache line between the two CPUs and back; at ~100-300 ns the vCPUs are close, at ~500-1100 ns the host has\n"
+    print("(a cache line between the two CPUs and back; at ~100-300 ns the vCPUs are close, at ~400-1100 ns the host has\n"
           " placed them far apart, and the sim's multi-threaded kernels run a fifth to a third slower while ONNX Runtime barely changes)")
     if not any("sim_median_s" in r for r in rows):
         print("(ANEForge columns are n/a until aneforge_timings() in this file is filled in)")

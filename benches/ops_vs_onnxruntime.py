@@ -128,7 +128,7 @@ def main() -> None:
         diff = float(np.abs(net(x16).astype(np.float32) - sess.run(None, {"x": x16.astype(np.float32)})[0]).max())
         print(f"{name:34s} {t_sim:9.3f} {t_ort:9.3f} {t_sim / t_ort:7.2f}x  {diff:9.3g}  {trip or float('nan'):.0f} ns")
     print("(core round trip: a cache line between the two CPUs and back, just before the op; at ~100-300 ns the vCPUs\n"
-          " are close, at ~500-1100 ns the host has placed them far apart and the sim's threaded kernels slow down)")
+          " are close, at ~400-1100 ns the host has placed them far apart and the sim's threaded kernels slow down)")
 
 
 if __name__ == "__main__":

@@ -488,7 +488,7 @@ def host_core_round_trip_ns(trips: int = 20000) -> float | None:
     Median round trip, in nanoseconds, of a cache line between the first two
     CPUs this process may use (None with fewer than two, or off Linux). On
     shared VMs it tells apart the times the host keeps the vCPUs close
-    (~0.1-0.3 us) from those it places them far apart (0.5-1 us), in which
+    (~0.1-0.3 us) from those it places them far apart (0.4-1 us), in which
     the sim's multi-threaded kernels run a fifth to a third slower.
     Benchmarks print it beside their timings.
     """

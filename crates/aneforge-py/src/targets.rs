@@ -333,7 +333,7 @@ fn estimate(py: Python<'_>, outputs: &Bound<'_, PyAny>, target: Option<&str>) ->
 /// Median round trip, in nanoseconds, of a cache line between the first two
 /// CPUs this process may use (None with fewer than two, or off Linux). On
 /// shared VMs it tells apart the times the host keeps the vCPUs close
-/// (~0.1-0.3 us) from those it places them far apart (0.5-1 us), in which
+/// (~0.1-0.3 us) from those it places them far apart (0.4-1 us), in which
 /// the sim's multi-threaded kernels run a fifth to a third slower.
 /// Benchmarks print it beside their timings.
 #[pyfunction]

@@ -33,7 +33,7 @@ pub(crate) fn pin_workers_once() {
 ///
 /// Why it exists: on shared 2-vCPU VMs the host sometimes places the two
 /// vCPUs far apart, and every value one core writes and the other reads
-/// then costs ~5x more (measured 0.1-0.3 us round trips, and 0.5-1.1 us).
+/// then costs ~5x more (measured 0.1-0.3 us round trips, and 0.4-1.1 us).
 /// The sim hands data between its threads at every kernel and slows by a
 /// fifth to a third; ONNX Runtime barely changes. Benchmarks print this
 /// beside their ratios so a reader can tell which kind of machine they saw.
