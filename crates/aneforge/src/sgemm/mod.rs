@@ -68,11 +68,17 @@ impl Mat {
     }
 }
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes a disjoint stripe of C.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+struct OutPtr<T>(*mut T);
+// Copy without requiring `T: Copy` (a derive would).
+impl<T> Clone for OutPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for OutPtr<T> {}
+// SAFETY: every task writes a disjoint stripe of C, or panel of a packed operand.
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
 
 /// Packs `count` consecutive row-major [m, k] left operands of `a` (a conv
 /// weight per group, Winograd's 36 transformed ones) into one buffer in the
@@ -413,7 +419,7 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
         // 1.8 MB as f32): 3% faster while the host kept the vCPUs apart,
         // the same otherwise (in-process A/B).
         let ld = n.next_multiple_of(NR);
-        let data = prepack_f16(&mut buf, ld * k, k, n, |pc, kc, j0, cols, dst| pack_b_from(b, pc, kc, j0, cols, dst));
+        let data = prepack::<f16>(&mut buf, ld * k, k, n, NR, |pc, kc, j0, cols, dst| pack_b_from(b, pc, kc, j0, cols, dst));
         run(a, Operand::PackedF16(Packed { data, ld, off: 0 }))
     } else {
         let ld = n.next_multiple_of(NR);
@@ -422,52 +428,45 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
     }
 }
 
-/// [`prepack`] of a right operand whose values are all fp16 values, stored
-/// as fp16 (`buf` is reused as f16 storage): each panel is packed as f32
-/// into this thread's B buffer, then narrowed, exactly.
-fn prepack_f16(buf: &mut Vec<f32>, total: usize, k: usize, len: usize, pack: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync) -> &[f16] {
-    let words = total.div_ceil(2);
+/// How a shared operand's micro-panels are stored: f32, or fp16 for
+/// values that fp16 holds exactly (packed as f32 into this thread's B
+/// buffer, then narrowed).
+trait PackedElem: bytemuck::Pod + Send + Sync {
+    /// Writes one micro-panel into `dst` through `pack`, which makes it as f32.
+    fn store(dst: &mut [Self], pack: impl FnOnce(&mut [f32]));
+}
+
+impl PackedElem for f32 {
+    fn store(dst: &mut [f32], pack: impl FnOnce(&mut [f32])) {
+        pack(dst)
+    }
+}
+
+impl PackedElem for f16 {
+    fn store(dst: &mut [f16], pack: impl FnOnce(&mut [f32])) {
+        PACK.with(|cell| {
+            let panel = &mut cell.borrow_mut().1;
+            if panel.len() < dst.len() {
+                panel.resize(dst.len(), 0.0);
+            }
+            let panel = &mut panel[..dst.len()];
+            pack(panel);
+            f32_to_f16_serial(panel, dst);
+        })
+    }
+}
+
+/// Packs a whole operand (depth `k`, outer length `len` in tiles of `tile`)
+/// into `buf` (reused as storage of `T`) in the layout of [`Packed`], all
+/// threads taking micro-panels in turn: `pack(pc, kc, i0, rows, dst)`
+/// writes one.
+fn prepack<T: PackedElem>(buf: &mut Vec<f32>, total: usize, k: usize, len: usize, tile: usize, pack: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync) -> &[T] {
+    let words = (total * std::mem::size_of::<T>()).div_ceil(4);
     if buf.len() < words {
         buf.resize(words, 0.0);
     }
-    let ld = len.next_multiple_of(NR);
-    let data = HalfPtr(bytemuck::cast_slice_mut::<f32, f16>(&mut buf[..words]).as_mut_ptr());
-    let panels = ld / NR;
-    (0..k.div_ceil(KC) * panels).into_par_iter().for_each(|t| {
-        let (pc, j0) = ((t / panels) * KC, (t % panels) * NR);
-        let kc = KC.min(k - pc);
-        // The whole Send wrapper, not its raw pointer field, is captured.
-        #[allow(clippy::redundant_locals)]
-        let data = data;
-        // SAFETY: each task writes its own panel of the `total` elements.
-        let dst = unsafe { std::slice::from_raw_parts_mut(data.0.add(ld * pc + j0 * kc), NR * kc) };
-        PACK.with(|cell| {
-            let panel = &mut cell.borrow_mut().1;
-            if panel.len() < NR * kc {
-                panel.resize(NR * kc, 0.0);
-            }
-            pack(pc, kc, j0, NR.min(len - j0), &mut panel[..NR * kc]);
-            f32_to_f16_serial(&panel[..NR * kc], dst);
-        });
-    });
-    &bytemuck::cast_slice::<f32, f16>(&buf[..words])[..total]
-}
-
-#[derive(Clone, Copy)]
-struct HalfPtr(*mut f16);
-// SAFETY: every task writes a disjoint panel.
-unsafe impl Send for HalfPtr {}
-unsafe impl Sync for HalfPtr {}
-
-/// Packs a whole operand (depth `k`, outer length `len` in tiles of `tile`)
-/// into `buf` in the layout of [`Packed`], all threads taking micro-panels
-/// in turn: `pack(pc, kc, i0, rows, dst)` writes one.
-fn prepack(buf: &mut Vec<f32>, total: usize, k: usize, len: usize, tile: usize, pack: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync) -> &[f32] {
-    if buf.len() < total {
-        buf.resize(total, 0.0);
-    }
     let ld = len.next_multiple_of(tile);
-    let data = OutPtr(buf.as_mut_ptr());
+    let data = OutPtr(bytemuck::cast_slice_mut::<f32, T>(&mut buf[..words]).as_mut_ptr());
     let panels = ld / tile;
     (0..k.div_ceil(KC) * panels).into_par_iter().for_each(|t| {
         let (pc, i0) = ((t / panels) * KC, (t % panels) * tile);
@@ -477,9 +476,9 @@ fn prepack(buf: &mut Vec<f32>, total: usize, k: usize, len: usize, tile: usize, 
         let data = data;
         // SAFETY: each task writes its own panel of the `total` elements.
         let dst = unsafe { std::slice::from_raw_parts_mut(data.0.add(ld * pc + i0 * kc), tile * kc) };
-        pack(pc, kc, i0, tile.min(len - i0), dst);
+        T::store(dst, |panel| pack(pc, kc, i0, tile.min(len - i0), panel));
     });
-    &buf[..total]
+    &bytemuck::cast_slice::<f32, T>(&buf[..words])[..total]
 }
 
 /// Largest operand (in elements) packed once for all stripes: beyond it
