@@ -7,6 +7,7 @@
 //! storage and lets kernels (GEMM above all) run at f32 speed.
 
 use half::f16;
+use crate::parallel::per_thread;
 use rayon::prelude::*;
 
 /// Rounds one value to fp16 precision.
@@ -85,20 +86,12 @@ const PAR_MIN: usize = 1 << 15;
 /// blocking wait, more than converting a few hundred thousand values.
 const PAR_MIN_OUTSIDE_POOL: usize = 1 << 22;
 
-/// Whether a conversion of `len` values is worth splitting across threads.
+/// Whether a conversion of `len` values is worth splitting across threads
+/// (in one part per thread, see [`crate::parallel`]).
 fn parallel(len: usize) -> bool {
     len >= if rayon::current_thread_index().is_some() { PAR_MIN } else { PAR_MIN_OUTSIDE_POOL }
 }
 
-/// Values per task of a split conversion: one contiguous part per thread,
-/// the first to the thread that runs the step. The parts then line up
-/// with how kernels split their output (a GEMM's row stripes, Winograd's
-/// bands), so each thread converts values it wrote itself; 32K-value tasks
-/// handed cache lines across the cores instead, which made attention's
-/// [12, 197, 64] product 27% slower while the host kept the vCPUs apart.
-fn part(len: usize) -> usize {
-    crate::parallel::per_thread(len)
-}
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 mod simd {
@@ -227,7 +220,7 @@ mod simd {
 /// Rounds a slice in place to fp16 precision (ties to even, overflow → ±inf).
 pub fn round_f16_slice(xs: &mut [f32]) {
     if parallel(xs.len()) {
-        xs.par_chunks_mut(part(xs.len())).for_each(simd::round);
+        xs.par_chunks_mut(per_thread(xs.len())).for_each(simd::round);
     } else {
         simd::round(xs);
     }
@@ -255,7 +248,7 @@ pub fn f16_to_f32_serial(src: &[f16], dst: &mut [f32]) {
 /// fp16 → f32 for port I/O.
 pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     if parallel(src.len()) {
-        src.par_chunks(part(src.len())).zip(dst.par_chunks_mut(part(src.len()))).for_each(|(s, d)| simd::to_f32(s, d));
+        src.par_chunks(per_thread(src.len())).zip(dst.par_chunks_mut(per_thread(src.len()))).for_each(|(s, d)| simd::to_f32(s, d));
     } else {
         simd::to_f32(src, dst);
     }
@@ -269,7 +262,7 @@ pub fn f32_to_f16_serial(src: &[f32], dst: &mut [f16]) {
 /// f32 → fp16 (round to nearest even) for port I/O.
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
     if parallel(src.len()) {
-        src.par_chunks(part(src.len())).zip(dst.par_chunks_mut(part(src.len()))).for_each(|(s, d)| simd::to_f16(s, d));
+        src.par_chunks(per_thread(src.len())).zip(dst.par_chunks_mut(per_thread(src.len()))).for_each(|(s, d)| simd::to_f16(s, d));
     } else {
         simd::to_f16(src, dst);
     }

@@ -7,9 +7,11 @@
 //! each steal and each part another core wrote costs a cache-line round
 //! trip between the cores, and on the 2-vCPU VMs this was measured on the
 //! host sometimes places the vCPUs far apart (round trips of 0.4-1 us
-//! instead of 0.1-0.3). Layer norm over [197, 768] in 16K-value tasks was
-//! 16% slower there than in halves, softmax 14%; ViT-B/16 as a whole ran
-//! 1% faster in halves with the vCPUs close or apart.
+//! instead of 0.1-0.3). There, layer norm over [197, 768] in 16K-value
+//! tasks was 16% slower than in halves, softmax 14%, and attention's
+//! [12, 197, 64] product 27% slower with its port conversions in 32K-value
+//! tasks; ViT-B/16 as a whole ran 1% faster in halves with the vCPUs close
+//! or apart.
 
 /// Items per task so that `items` make at most one task per thread (for
 /// `with_min_len`, or as a chunk length).

@@ -205,7 +205,7 @@ impl OpDef for Conv {
                 // Each thread transposes (and finishes) a block of channels:
                 // the block its GEMM stripe computed when the GEMM split by
                 // channels, so the values stay in that core's cache.
-                let per = if o * plane >= PAR_TRANSPOSE_MIN { o.div_ceil(rayon::current_num_threads()) } else { o };
+                let per = if o * plane >= PAR_TRANSPOSE_MIN { crate::parallel::per_thread(o) } else { o };
                 let ct = &*ct;
                 dst.par_chunks_mut(per * plane).enumerate().for_each(|(i, block)| {
                     let c0 = i * per;

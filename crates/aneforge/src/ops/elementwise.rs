@@ -8,7 +8,7 @@ use crate::numerics::{erf, exp, round_int, sigmoid, tanh};
 use crate::parallel::per_thread;
 use rayon::prelude::*;
 
-/// Elements per parallel task; below twice this, loops run on one thread.
+/// Below twice this many elements, loops run on one thread.
 pub(crate) const PAR_CHUNK: usize = 1 << 15;
 
 /// Values per task of a split elementwise loop: one part per thread (see
