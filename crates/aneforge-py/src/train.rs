@@ -7,7 +7,7 @@
 use crate::convert::{build, origin};
 use crate::errors::{af_err, guard, IntoPy};
 use crate::tensor::PyTensor;
-use aneforge::backend::sim::SimState;
+use aneforge::backend::sim::{HostInput, SimState};
 use aneforge::builder as b;
 use aneforge::ops::source::ResidentReader;
 use aneforge::ops::Op;
@@ -249,12 +249,8 @@ fn feed(py: Python<'_>, live: &mut Live, k: usize, arr: &Bound<'_, PyAny>) -> Py
     let a = np.call_method1("ascontiguousarray", (a, "float32"))?;
     let arr = a.cast::<PyArrayDyn<f32>>()?.readonly();
     let s = arr.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let fp16 = live.compiled.program.ctx.fp16 && port.fact.dtype == DType::F16;
-    let slot = live.compiled.program.input_mut(&mut live.state, k);
-    slot.copy_from_slice(s);
-    if fp16 {
-        aneforge::numerics::round_f16_slice(slot);
-    }
+    let round = live.compiled.program.ctx.fp16 && port.fact.dtype == DType::F16;
+    live.compiled.program.write_input(&mut live.state, k, HostInput::F32 { data: s, round });
     Ok(s.len() as u64 * itemsize.min(2).max(1))
 }
 

@@ -412,22 +412,7 @@ impl SimProgram {
 
     /// Runs every step. Inputs must already be in place (`input_mut`).
     pub fn run(&self, st: &mut SimState) {
-        if self.inline {
-            return self.run_steps(st);
-        }
-        // The whole run goes to the thread pool at once (a scope's body runs
-        // on a worker): every parallel kernel is then a cheap fork inside
-        // the pool rather than a hand-off from a foreign thread, which
-        // blocks the caller on a latch and pushes a job onto rayon's shared
-        // queue, whose blocks are heap-allocated. One hand-off per run
-        // instead of one per kernel: faster, and nearly allocation-free.
-        //
-        // A second worker stays with the run until it ends, taking each
-        // kernel's parallel work as it appears: left to itself it falls
-        // asleep in the serial stretches between kernels, and waking a
-        // sleeping vCPU costs tens of microseconds. (Any further workers
-        // still steal as usual.)
-        assisted(|| self.run_steps(st))
+        self.run_io(st, &[], &mut [])
     }
 
     /// [`run`](Self::run) with the host's arrays: each input converted into
@@ -452,10 +437,21 @@ impl SimProgram {
             }
         };
         if self.inline {
-            body(st)
-        } else {
-            assisted(|| body(st))
+            return body(st);
         }
+        // The whole run goes to the thread pool at once (a scope's body runs
+        // on a worker): every parallel kernel is then a cheap fork inside
+        // the pool rather than a hand-off from a foreign thread, which
+        // blocks the caller on a latch and pushes a job onto rayon's shared
+        // queue, whose blocks are heap-allocated. One hand-off per run
+        // instead of one per kernel: faster, and nearly allocation-free.
+        //
+        // A second worker stays with the run until it ends, taking each
+        // kernel's parallel work as it appears: left to itself it falls
+        // asleep in the serial stretches between kernels, and waking a
+        // sleeping vCPU costs tens of microseconds. (Any further workers
+        // still steal as usual.)
+        assisted(|| body(st))
     }
 
     fn run_steps(&self, st: &mut SimState) {
