@@ -43,6 +43,8 @@ struct Case {
     round: bool,
     /// Operands fp16 holds exactly: packing stores them as fp16.
     half_exact: bool,
+    /// Run [`split_k`] with parts of this depth instead of [`sgemm`].
+    split_k: Option<usize>,
 }
 
 fn check(m: usize, n: usize, k: usize, case: Case) {
@@ -103,7 +105,10 @@ fn check(m: usize, n: usize, k: usize, case: Case) {
         clamp: case.relu.then_some((0.0, f32::INFINITY)),
         round: case.round,
     };
-    unsafe { sgemm(m, n, k, lhs, rhs, c.as_mut_ptr(), ldc, accumulate, epi, parallel) };
+    match case.split_k {
+        Some(per) => unsafe { split_k(m, n, k, per, lhs, rhs, c.as_mut_ptr(), ldc, accumulate, epi, &mut Vec::new()) },
+        None => unsafe { sgemm(m, n, k, lhs, rhs, c.as_mut_ptr(), ldc, accumulate, epi, parallel) },
+    }
     for i in 0..m {
         for j in 0..n {
             let (got, w) = (c[i * ldc + j], want[i * n + j]);
@@ -155,6 +160,31 @@ fn fp16_packed_operands_agree() {
         check(13, 45, 257, Case { parallel, accumulate: true, pack_a: true, pack_b: true, half_exact: true, ..Case::default() });
         check(197, 301, 520, Case { parallel, pack_b: true, b_t: true, col_bias: true, half_exact: true, ..Case::default() });
     }
+}
+
+/// Parts along K: the first into C, the others into partials added before
+/// the epilogue; part boundaries that cut packed operands' KC blocks.
+#[test]
+fn split_along_k_agrees() {
+    let ops = [(false, false, false), (true, false, false), (true, false, true), (false, true, true), (true, true, false)];
+    for per in [KC, KC + 100, 301] {
+        for (pack_a, pack_b, half_exact) in ops {
+            let case = Case { split_k: Some(per), pack_a, pack_b, half_exact, accumulate: true, row_bias: true, col_bias: true, relu: true, round: true, ..Case::default() };
+            check(49, 70, 3 * KC + 50, case);
+        }
+    }
+    check(13, 40, 2 * KC, Case { split_k: Some(KC), b_t: true, ..Case::default() });
+}
+
+/// K is split where the row or column split would have the threads share
+/// a packed operand much larger than C (a late convolution), not for a
+/// linear layer, whose activations every thread reads in place.
+#[test]
+fn deep_products_with_small_outputs_split_along_k() {
+    assert_eq!(k_split(49, 512, 4608, 2, Some(49 * 4608)), Some(2304));
+    assert_eq!(k_split(256, 196, 2304, 2, Some(196 * 2304)), Some(1152));
+    assert_eq!(k_split(197, 768, 768, 2, None), None);
+    assert_eq!(k_split(256, 196, 256, 2, Some(196 * 256)), None, "C as large as the shared operand");
 }
 
 #[test]
