@@ -236,6 +236,16 @@ def test_float32_and_float64_are_converted(net2):
     np.testing.assert_array_equal(net2(A.astype(np.float64), B)[0], A * 2)
 
 
+def test_large_float32_inputs_round_like_float16():
+    # Above the size at which the port copy splits across threads, and
+    # strided (numpy's path) as well as contiguous (borrowed as is).
+    x = np.random.default_rng(3).standard_normal((256, 197)).astype(np.float32) * 100
+    net = af.compile(af.relu(af.input(x.shape)))
+    want = np.maximum(x.astype(np.float16), 0)
+    np.testing.assert_array_equal(net(x), want)
+    np.testing.assert_array_equal(net(np.asfortranarray(x)), want)
+
+
 def test_non_contiguous_arrays_are_accepted(net2):
     np.testing.assert_array_equal(net2(np.ascontiguousarray(A.T).T, B)[0], A * 2)
 

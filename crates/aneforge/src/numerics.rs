@@ -130,6 +130,16 @@ mod simd {
     }
 
     #[inline]
+    pub fn copy_rounded(src: &[f32], dst: &mut [f32]) {
+        assert!(src.len() >= dst.len());
+        for i in (0..dst.len()).step_by(LANES) {
+            let m = mask(dst.len() - i);
+            // SAFETY: the masked lanes lie inside `src` and `dst`; avx512f is enabled at compile time.
+            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), m, rnd(_mm512_maskz_loadu_ps(m, src.as_ptr().add(i)))) };
+        }
+    }
+
+    #[inline]
     pub fn add_residual(out: &mut [f32], r: &[f32], clamp: Option<(f32, f32)>, round: bool) {
         assert!(r.len() >= out.len());
         let f = |x: __m512| if round { rnd(x) } else { x };
@@ -197,6 +207,11 @@ mod simd {
         }
     }
     #[inline]
+    pub fn copy_rounded(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(&src[..dst.len()]);
+        round(dst);
+    }
+    #[inline]
     pub fn add_residual(out: &mut [f32], r: &[f32], clamp: Option<(f32, f32)>, round: bool) {
         let f = |x: f32| if round { super::round_f16(x) } else { x };
         for (o, &y) in out.iter_mut().zip(r) {
@@ -230,6 +245,18 @@ pub fn round_f16_slice(xs: &mut [f32]) {
 /// running on a pool worker, a block at a time).
 pub fn round_f16_slice_serial(xs: &mut [f32]) {
     simd::round(xs);
+}
+
+/// f32 values into `dst` (as long as `src`), rounded to fp16 when `round`
+/// (an fp16 port fed float32): one pass, split like the other port
+/// conversions.
+pub fn copy_f32(src: &[f32], dst: &mut [f32], round: bool) {
+    let part = |(s, d): (&[f32], &mut [f32])| if round { simd::copy_rounded(s, d) } else { d.copy_from_slice(s) };
+    if parallel(src.len()) {
+        src.par_chunks(per_thread(src.len())).zip(dst.par_chunks_mut(per_thread(src.len()))).for_each(part);
+    } else {
+        part((src, dst));
+    }
 }
 
 /// A residual `r` added to an op's finished values `out` as a separate add
@@ -456,6 +483,24 @@ mod tests {
         f16_to_f32(&h, &mut back);
         for (a, b) in xs.iter().zip(&back) {
             assert_eq!(round_f16(*a), *b);
+        }
+    }
+
+    /// A float32 port's copy: rounded like `round_f16` (NaN stays NaN)
+    /// when asked, bit for bit otherwise, at lengths with a vector tail and
+    /// above the split into parts, inside the pool and out.
+    #[test]
+    fn f32_port_copies_round_when_asked() {
+        for n in [1, 17, 1000, (1 << 16) + 5] {
+            let xs: Vec<f32> = (0..n).map(|i| if i % 97 == 5 { f32::NAN } else { (i as f32 * 0.37 - 100.0) * 1.000_1 }).collect();
+            for round in [false, true] {
+                let mut got = vec![0.0; n];
+                rayon::scope(|_| copy_f32(&xs, &mut got, round));
+                for (i, (&x, &g)) in xs.iter().zip(&got).enumerate() {
+                    let want = if round { round_f16(x) } else { x };
+                    assert!(g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()), "n={n} i={i} round={round}: {g} vs {want}");
+                }
+            }
         }
     }
 

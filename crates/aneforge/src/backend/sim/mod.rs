@@ -21,7 +21,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fact::{human_bytes, Fact};
 use crate::graph::Graph;
-use crate::numerics::{f16_to_f32, f32_to_f16, round_f16_slice};
+use crate::numerics::{copy_f32, f16_to_f32, f32_to_f16, round_f16_slice};
 use half::f16;
 use crate::ops::{EvalCtx, Op, Param, View};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -389,12 +389,7 @@ impl SimProgram {
         let slot = self.input_mut(st, k);
         match input {
             HostInput::F16(src) => f16_to_f32(src, slot),
-            HostInput::F32 { data, round } => {
-                slot.copy_from_slice(data);
-                if round {
-                    round_f16_slice(slot);
-                }
-            }
+            HostInput::F32 { data, round } => copy_f32(data, slot, round),
         }
     }
 
