@@ -488,7 +488,7 @@ mod tests {
 
     /// A float32 port's copy: rounded like `round_f16` (NaN stays NaN)
     /// when asked, bit for bit otherwise, at lengths with a vector tail and
-    /// above the split into parts, inside the pool and out.
+    /// (run inside the pool, as the sim runs it) above the split into parts.
     #[test]
     fn f32_port_copies_round_when_asked() {
         for n in [1, 17, 1000, (1 << 16) + 5] {
