@@ -92,6 +92,16 @@ fn parallel(len: usize) -> bool {
     len >= if rayon::current_thread_index().is_some() { PAR_MIN } else { PAR_MIN_OUTSIDE_POOL }
 }
 
+/// `f` over `src` and `dst` (as long as `src`), in one part per thread
+/// when [`parallel`] says so: the shape of every port conversion.
+fn convert<S: Sync, D: Send>(src: &[S], dst: &mut [D], f: impl Fn(&[S], &mut [D]) + Sync + Send) {
+    if parallel(src.len()) {
+        let part = per_thread(src.len());
+        src.par_chunks(part).zip(dst.par_chunks_mut(part)).for_each(|(s, d)| f(s, d));
+    } else {
+        f(src, dst);
+    }
+}
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 mod simd {
@@ -251,12 +261,7 @@ pub fn round_f16_slice_serial(xs: &mut [f32]) {
 /// (an fp16 port fed float32): one pass, split like the other port
 /// conversions.
 pub fn copy_f32(src: &[f32], dst: &mut [f32], round: bool) {
-    let part = |(s, d): (&[f32], &mut [f32])| if round { simd::copy_rounded(s, d) } else { d.copy_from_slice(s) };
-    if parallel(src.len()) {
-        src.par_chunks(per_thread(src.len())).zip(dst.par_chunks_mut(per_thread(src.len()))).for_each(part);
-    } else {
-        part((src, dst));
-    }
+    convert(src, dst, |s, d| if round { simd::copy_rounded(s, d) } else { d.copy_from_slice(s) });
 }
 
 /// A residual `r` added to an op's finished values `out` as a separate add
@@ -274,11 +279,7 @@ pub fn f16_to_f32_serial(src: &[f16], dst: &mut [f32]) {
 
 /// fp16 → f32 for port I/O.
 pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
-    if parallel(src.len()) {
-        src.par_chunks(per_thread(src.len())).zip(dst.par_chunks_mut(per_thread(src.len()))).for_each(|(s, d)| simd::to_f32(s, d));
-    } else {
-        simd::to_f32(src, dst);
-    }
+    convert(src, dst, simd::to_f32);
 }
 
 /// f32 → fp16 (round to nearest even) on the calling thread only.
@@ -288,11 +289,7 @@ pub fn f32_to_f16_serial(src: &[f32], dst: &mut [f16]) {
 
 /// f32 → fp16 (round to nearest even) for port I/O.
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
-    if parallel(src.len()) {
-        src.par_chunks(per_thread(src.len())).zip(dst.par_chunks_mut(per_thread(src.len()))).for_each(|(s, d)| simd::to_f16(s, d));
-    } else {
-        simd::to_f16(src, dst);
-    }
+    convert(src, dst, simd::to_f16);
 }
 
 // Branch-free transcendental functions. Their error (a few f32 ulps) is far
