@@ -317,11 +317,11 @@ impl Conv {
     }
 }
 
-/// One filter per channel: a direct loop beats im2col + a 1-row GEMM.
 /// Output values from which the transposed path's transpose is split
 /// across threads.
 const PAR_TRANSPOSE_MIN: usize = 1 << 14;
 
+/// One filter per channel: a direct loop beats im2col + a 1-row GEMM.
 fn depthwise(x: View, w: &[f32], out: &mut [f32], [oh, ow]: [usize; 2], win: &Window) {
     let [c, h, wd] = [x.shape[1], x.shape[2], x.shape[3]];
     let [kh, kw] = win.kernel;
