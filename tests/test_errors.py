@@ -480,3 +480,44 @@ def test_a_net_can_be_queried_from_another_thread_while_it_runs():
     )
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "done" in r.stdout, r.stderr
+
+
+def test_nets_built_and_run_on_other_threads_while_the_importing_thread_waits():
+    """The importing thread is worker 0 of the sim's thread pool and runs
+    its own calls; nets compiled and called on other threads (while it
+    waits for them, or runs a net of its own) must neither wait on it nor
+    compute differently."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import threading
+        import numpy as np, aneforge as af
+        rng = np.random.default_rng(0)
+        w = (rng.standard_normal((256, 256)) / 16).astype(np.float32)
+        x = rng.standard_normal((197, 256)).astype(np.float16)
+        want = x.astype(np.float32) @ w
+        errs = []
+        def work():
+            net = af.compile(af.input(x.shape) @ af.constant(w))
+            for _ in range(20):
+                out = net(x)
+            errs.append(float(np.abs(out.astype(np.float32) - want).max()))
+        ts = [threading.Thread(target=work) for _ in range(3)]
+        for t in ts:
+            t.start()
+        work()
+        for t in ts:
+            t.join()
+        late = threading.Thread(target=work)
+        late.start()
+        late.join()
+        print(len(errs), max(errs))
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    count, err = r.stdout.split()
+    assert int(count) == 5 and float(err) < 2e-2, r.stdout

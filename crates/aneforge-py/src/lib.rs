@@ -15,6 +15,9 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _aneforge(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The importing thread, normally the one that calls nets, takes its
+    // share of each run (see the sim's `pinning` module).
+    aneforge::backend::sim::adopt_calling_thread();
     m.add_class::<tensor::PyTensor>()?;
     m.add_class::<net::PyNet>()?;
     m.add_function(wrap_pyfunction!(net::compile, m)?)?;

@@ -15,7 +15,7 @@
 //! demand.
 
 mod pinning;
-pub use pinning::core_round_trip_ns;
+pub use pinning::{adopt_calling_thread, core_round_trip_ns};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -351,7 +351,9 @@ impl SimProgram {
         // Kernels run on the pool's threads (see `run`); their per-thread
         // GEMM buffers reach full size now rather than on whichever later
         // call first hands a thread its largest GEMM.
-        rayon::broadcast(|_| crate::sgemm::reserve_packing());
+        if pinning::may_broadcast() {
+            rayon::broadcast(|_| crate::sgemm::reserve_packing());
+        }
         pinning::pin_workers_once();
         st
     }
@@ -435,7 +437,8 @@ impl SimProgram {
             return body(st);
         }
         // The whole run goes to the thread pool at once (a scope's body runs
-        // on a worker): every parallel kernel is then a cheap fork inside
+        // on a worker; on the caller itself when it is the pool's adopted
+        // worker 0): every parallel kernel is then a cheap fork inside
         // the pool rather than a hand-off from a foreign thread, which
         // blocks the caller on a latch and pushes a job onto rayon's shared
         // queue, whose blocks are heap-allocated. One hand-off per run
@@ -446,6 +449,7 @@ impl SimProgram {
         // asleep in the serial stretches between kernels, and waking a
         // sleeping vCPU costs tens of microseconds. (Any further workers
         // still steal as usual.)
+        pinning::make_room_for_caller();
         assisted(|| body(st))
     }
 

@@ -1,30 +1,108 @@
-//! Pins each worker of rayon's global pool to its own CPU (Linux).
+//! Where the sim's threads run: the caller as worker 0 of rayon's global
+//! pool, and each other worker pinned to a CPU of its own (Linux).
 //!
-//! Why: the sim hands every kernel's halves to the pool's workers, which
-//! sleep between kernels. Linux wakes a sleeping thread onto the waker's
-//! CPU when it looks cache-friendly ("wake affine"), so after an idle spell
-//! both workers end up time-sharing one CPU while the other stays idle, and
-//! stay that way: measured on a 2-CPU VM, a 768x768x197 matmul ran at one
-//! core's speed (1.13 ms, CPU time = wall time, one CPU idle) in most
+//! Why the caller works: a run handed from a foreign thread to a sleeping
+//! pool costs three wake-ups (the caller's to a worker, that worker's to a
+//! second one, and the finished run's back to the caller), and on a
+//! shared 2-vCPU VM each wake-up of an idle vCPU costs microseconds to tens
+//! of microseconds. ONNX Runtime's caller takes a share of its own work.
+//! Measured with the vCPUs far apart (see [`core_round_trip_ns`]): a relu
+//! over 50K values 39 -> 11 us, a 1x1 conv 256->256 on 14x14 118 -> 78 us.
+//!
+//! Why pinning: Linux wakes a sleeping thread onto the waker's CPU when it
+//! looks cache-friendly ("wake affine"), so after an idle spell two threads
+//! of one run can end up time-sharing one CPU while the other stays idle,
+//! and stay that way: measured on a 2-CPU VM, a 768x768x197 matmul ran at
+//! one core's speed (1.13 ms, CPU time = wall time, one CPU idle) in most
 //! bursts of calls that followed a 50 ms pause, and at 0.60 ms otherwise.
-//! ONNX Runtime pins its intra-op threads and never showed it.
+//! The caller itself is left free (it is the user's thread, and the rest of
+//! the process, ONNX Runtime's pool for one, shares its CPUs); instead a
+//! worker pinned to the CPU the caller is found on at the start of a run
+//! moves to the CPU no thread holds. A sleeping thread moves for the price
+//! of one system call.
 //!
-//! `ANEFORGE_PIN_THREADS=0` turns it off (e.g. when several processes
-//! share the machine and should float).
+//! `ANEFORGE_PIN_THREADS=0` turns pinning off (e.g. when several processes
+//! share the machine and should float); `ANEFORGE_CALLER_WORKER=0` keeps the
+//! caller out of the pool.
 
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
 
-/// Pins the pool's workers once per process; later calls do nothing.
+/// Set once the calling thread of [`adopt_calling_thread`] became worker 0.
+static ADOPTED: AtomicBool = AtomicBool::new(false);
+
+/// Builds rayon's global pool with the calling thread as its worker 0, so
+/// that runs started on this thread execute on it, with the other workers
+/// taking their shares. Meant for the thread that imports the Python
+/// package; runs started on any other thread are handed to the pool as
+/// before (and find one worker fewer while worker 0 is busy elsewhere).
+///
+/// Returns false, changing nothing, with fewer than two threads, when
+/// `ANEFORGE_CALLER_WORKER=0`, or when the global pool already exists.
+pub fn adopt_calling_thread() -> bool {
+    if std::env::var("ANEFORGE_CALLER_WORKER").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads < 2 {
+        return false;
+    }
+    let built = rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().build_global().is_ok();
+    ADOPTED.store(built, Ordering::Release);
+    if built {
+        pin_workers_once();
+    }
+    built
+}
+
+/// Whether `rayon::broadcast` may be called from this thread. With the
+/// caller adopted, worker 0 takes its share of a broadcast only while it is
+/// inside the pool, so from any other thread a broadcast could wait on a
+/// thread that is itself waiting for this one.
+pub(crate) fn may_broadcast() -> bool {
+    !ADOPTED.load(Ordering::Acquire) || rayon::current_thread_index().is_some()
+}
+
+/// Pins the pool's workers once per process (all of them, or all but the
+/// adopted caller); later calls do nothing.
 pub(crate) fn pin_workers_once() {
     static ONCE: Once = Once::new();
+    if !may_broadcast() {
+        return;
+    }
     ONCE.call_once(|| {
         if std::env::var("ANEFORGE_PIN_THREADS").is_ok_and(|v| v == "0") {
             return;
         }
         #[cfg(target_os = "linux")]
-        linux::pin_pool();
+        linux::pin_pool(ADOPTED.load(Ordering::Acquire));
     });
 }
+
+/// Before a run on the adopted caller: moves the worker pinned to the
+/// caller's CPU, if any, to the CPU no thread holds.
+pub(crate) fn make_room_for_caller() {
+    #[cfg(target_os = "linux")]
+    if rayon::current_thread_index() == Some(0) {
+        linux::make_room_for_caller();
+    }
+}
+
+/// Which worker holds which CPU, once the pool is pinned with the caller
+/// adopted.
+struct Seats {
+    /// Per worker (index 0, the caller, unused): its thread id and CPU.
+    tid: Vec<AtomicI32>,
+    cpu: Vec<AtomicUsize>,
+    /// The allowed CPU no pinned worker holds.
+    spare: AtomicUsize,
+}
+
+static SEATS: OnceLock<Seats> = OnceLock::new();
 
 /// Median time, in nanoseconds, for a cache line to go from one of this
 /// process's CPUs to another and back: two threads pinned to the first two
@@ -51,23 +129,69 @@ pub fn core_round_trip_ns(trips: u32) -> Option<f64> {
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use super::{Seats, SEATS};
+    use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
     /// glibc's cpu_set_t: 1024 bits.
     type CpuSet = [u64; 16];
 
     extern "C" {
         fn sched_getaffinity(pid: i32, size: usize, mask: *mut CpuSet) -> i32;
         fn sched_setaffinity(pid: i32, size: usize, mask: *const CpuSet) -> i32;
+        fn sched_getcpu() -> i32;
     }
 
-    /// Worker i goes to the i-th CPU the process may use. With more
-    /// workers than CPUs pinning would only add contention, so nothing is
-    /// pinned.
-    pub(super) fn pin_pool() {
+    /// Worker i goes to the i-th CPU the process may use; with the caller
+    /// adopted as worker 0, CPU 0 stays free for it. With more workers than
+    /// CPUs pinning would only add contention, so nothing is pinned.
+    pub(super) fn pin_pool(adopted: bool) {
         let Some(cpus) = allowed_cpus() else { return };
-        if cpus.len() < 2 || rayon::current_num_threads() > cpus.len() {
+        let n = rayon::current_num_threads();
+        if cpus.len() < 2 || n > cpus.len() {
             return;
         }
-        rayon::broadcast(|ctx| pin_to(cpus[ctx.index()]));
+        if !adopted {
+            rayon::broadcast(|ctx| pin_to(0, cpus[ctx.index()]));
+            return;
+        }
+        let seats = Seats {
+            tid: (0..n).map(|_| AtomicI32::new(0)).collect(),
+            cpu: (0..n).map(|i| AtomicUsize::new(cpus[i])).collect(),
+            spare: AtomicUsize::new(cpus[0]),
+        };
+        rayon::broadcast(|ctx| {
+            let i = ctx.index();
+            if i > 0 {
+                seats.tid[i].store(thread_id().unwrap_or(0), Ordering::Relaxed);
+                pin_to(0, cpus[i]);
+            }
+        });
+        if seats.tid[1..].iter().all(|t| t.load(Ordering::Relaxed) > 0) {
+            let _ = SEATS.set(seats);
+        }
+    }
+
+    /// See [`super::make_room_for_caller`]. Only worker 0 calls it, so the
+    /// seats change under one thread at a time.
+    pub(super) fn make_room_for_caller() {
+        let Some(seats) = SEATS.get() else { return };
+        // SAFETY: no arguments; returns the CPU or -1.
+        let Ok(here) = usize::try_from(unsafe { sched_getcpu() }) else { return };
+        let Some(w) = (1..seats.cpu.len()).find(|&w| seats.cpu[w].load(Ordering::Relaxed) == here) else {
+            return;
+        };
+        let spare = seats.spare.load(Ordering::Relaxed);
+        if pin_to(seats.tid[w].load(Ordering::Relaxed), spare) {
+            seats.cpu[w].store(spare, Ordering::Relaxed);
+            seats.spare.store(here, Ordering::Relaxed);
+        }
+    }
+
+    /// The calling thread's kernel thread id, from `/proc/thread-self`
+    /// (which links to `<pid>/task/<tid>`).
+    fn thread_id() -> Option<i32> {
+        let link = std::fs::read_link("/proc/thread-self").ok()?;
+        link.file_name()?.to_str()?.parse().ok()
     }
 
     /// The CPUs this thread may run on.
@@ -80,13 +204,13 @@ mod linux {
         Some((0..1024).filter(|&c| allowed[c / 64] >> (c % 64) & 1 == 1).collect())
     }
 
-    /// Pins the calling thread to `cpu`. Failure (a sandbox forbidding
-    /// it) only leaves the thread floating.
-    fn pin_to(cpu: usize) {
+    /// Pins thread `tid` (0: the calling thread) to `cpu`. Failure (a
+    /// sandbox forbidding it) only leaves the thread where it was.
+    fn pin_to(tid: i32, cpu: usize) -> bool {
         let mut set: CpuSet = [0; 16];
         set[cpu / 64] |= 1 << (cpu % 64);
-        // SAFETY: a valid cpu_set_t for the calling thread.
-        unsafe { sched_setaffinity(0, std::mem::size_of::<CpuSet>(), &set) };
+        // SAFETY: a valid cpu_set_t; `tid` is 0 or a thread of this process.
+        unsafe { sched_setaffinity(tid, std::mem::size_of::<CpuSet>(), &set) == 0 }
     }
 
     /// See [`super::core_round_trip_ns`].
@@ -101,7 +225,7 @@ mod linux {
         let line = Arc::new(Line(AtomicU32::new(0)));
         let other = Arc::clone(&line);
         let pong = std::thread::spawn(move || {
-            pin_to(b);
+            pin_to(0, b);
             for i in 0..trips {
                 while other.0.load(Ordering::Acquire) != 2 * i + 1 {
                     std::hint::spin_loop();
@@ -110,7 +234,7 @@ mod linux {
             }
         });
         let ping = std::thread::spawn(move || {
-            pin_to(a);
+            pin_to(0, a);
             let mut times = Vec::with_capacity(trips as usize);
             for i in 0..trips {
                 let t = std::time::Instant::now();
