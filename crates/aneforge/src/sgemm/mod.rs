@@ -419,7 +419,11 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
     }
     let stripes = |cheap: bool| {
         let per = if cheap { [4, 2].into_iter().find(|&s| len / (threads * s) >= 8 * tile).unwrap_or(1) } else { 1 };
-        len.div_ceil(threads * per).next_multiple_of(tile)
+        let stripe = len.div_ceil(threads * per);
+        // Rows of an A read in place may start anywhere: no rounding to
+        // whole tiles, which would leave one thread 108 rows of 197 and the
+        // other 89.
+        if by_cols || row_major(a).is_none() { stripe.next_multiple_of(tile) } else { stripe }
     };
     let run = |a: Operand, b: Operand| {
         let read_whole = if by_cols { a } else { b };
@@ -620,14 +624,28 @@ fn row_major(op: Operand) -> Option<Mat> {
 /// less, the kernel is sized to it), plus the packing and fp16 widening it
 /// does. It decides the split: a 49-column GEMM split by columns, for
 /// instance, has every thread widen all of a 9 MB fp16 weight.
+///
+/// An A read in place (activations times a weight) is charged for the
+/// column split's reads of the other core's data: the kernels around a
+/// GEMM split their outputs into one contiguous part per thread (whole
+/// rows of C here, and of A from the kernel before), and column stripes
+/// have each thread read all of A and leave half of each part of C in the
+/// other core's cache. 768x768x197 as columns took 0.56 ms against 0.50 as
+/// rows while the host kept the vCPUs apart, its input's conversion 44 us
+/// against 9 (writing lines the other core had read); the same with them
+/// close.
 fn split_cost(by_cols: bool, m: usize, n: usize, k: usize, a: Operand, b: Operand, threads: usize) -> f32 {
     let t = threads as f32;
-    let (rows, cols) = if by_cols { (m, n.div_ceil(threads).next_multiple_of(NR).min(n)) } else { (m.div_ceil(threads).next_multiple_of(MR).min(m), n) };
+    let a_in_place = row_major(a).is_some();
+    let rows = if a_in_place { m.div_ceil(threads) } else { m.div_ceil(threads).next_multiple_of(MR).min(m) };
+    let (rows, cols) = if by_cols { (m, n.div_ceil(threads).next_multiple_of(NR).min(n)) } else { (rows, n) };
     // 24 FMAs per k step of a full tile, two per cycle.
     let compute = edge_cost(rows, MR) * edge_cost(cols, NR) * (k * 12) as f32;
     let pack_a = prep_cost(a, true, m * k, by_cols, rows as f32 / m as f32, t, cols.div_ceil(NC));
     let pack_b = prep_cost(b, false, k * n, !by_cols, cols as f32 / n as f32, t, rows.div_ceil(MC));
-    compute + pack_a + pack_b
+    // Half a cycle per value of the other cores' parts.
+    let remote = if by_cols && a_in_place { 0.5 * (m * k + m * n) as f32 * (t - 1.0) / t } else { 0.0 };
+    compute + pack_a + pack_b + remote
 }
 
 /// Cycles one thread spends preparing an operand (`lhs`: A) of `elems`

@@ -139,6 +139,20 @@ fn parallel_split_by_rows_and_columns_agrees() {
     check(200, 40, 100, Case { parallel: true, row_bias: true, ..Case::default() }); // few columns: row stripes
     check(64, 784, 200, Case { parallel: true, accumulate: true, col_bias: true, ..Case::default() }); // column stripes
     check(197, 768, 64, Case { parallel: true, a_t: true, b_t: true, ..Case::default() });
+    // An A read in place: row stripes of 19 and 18 rows, cutting a tile.
+    check(37, 256, 64, Case { parallel: true, pack_b: true, row_bias: true, col_bias: true, ..Case::default() });
+}
+
+/// Activations times a packed weight split by rows, where each thread's
+/// rows of A and of C lie in its own cache: a 197-row product as 99 and 98
+/// rows, though whole-tile row stripes (108 and 89) would lose to columns.
+#[test]
+fn activations_read_in_place_split_by_rows() {
+    let (m, n, k) = (197, 768, 768);
+    let a = data(m * k, 1);
+    let packed = pack_rhs(Mat::rows(&data(k * n, 2), n), k, n);
+    let (a, b) = (Operand::Strided(Mat::rows(&a, k)), Operand::packed_rhs(&PackedData::new(&packed), n));
+    assert!(split_cost(false, m, n, k, a, b, 2) < split_cost(true, m, n, k, a, b, 2));
 }
 
 #[test]
