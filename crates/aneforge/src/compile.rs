@@ -103,7 +103,7 @@ pub fn compile(outputs: &[Tensor], options: CompileOptions) -> Result<Compiled> 
     // Target checks before lowering: every violation at once, rewrites listed.
     let target = options.target.as_ref();
     let (g, mut report) = crate::target::prepare(g, target)?;
-    let ctx = EvalCtx { fp16: options.precision == Precision::Fp16, ieee: options.numerics == Numerics::Ieee };
+    let ctx = EvalCtx { fp16: options.precision == Precision::Fp16, ieee: options.numerics == Numerics::Ieee, weights_cached: false };
     let (g, program) = crate::target::run_in_breaker(target, || {
         let g = if options.optimize { crate::passes::optimize(g)? } else { g };
         let program = if options.prepare_kernels {

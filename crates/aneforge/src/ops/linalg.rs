@@ -122,7 +122,7 @@ impl OpDef for MatMul {
             let bo = offset(bi, &sb, k * n);
             let lhs = Operand::Strided(Mat { ptr: a.data[ao..].as_ptr(), rs: a_rs, cs: a_cs });
             let rhs = match packed_b {
-                Some(p) => Operand::packed_rhs(&PackedData::new(p), n),
+                Some(p) => Operand::packed_rhs(&PackedData::new(p), n).cached(ctx.weights_cached),
                 None => Operand::Strided(Mat { ptr: b.data[bo..].as_ptr(), rs: b_rs, cs: b_cs }),
             };
             // SAFETY: the offsets and strides stay inside `a`, `b` and `dst`

@@ -397,7 +397,7 @@ mod tests {
         let r = Reduce::new(kind, Some(axes), false, shape.len()).unwrap();
         let out_fact = r.infer(&[&Fact::new(shape.to_vec(), crate::DType::F16)]).unwrap();
         let mut out = vec![0.0; out_fact.numel()];
-        let ctx = EvalCtx { fp16: true, ieee };
+        let ctx = EvalCtx { fp16: true, ieee, weights_cached: false };
         r.eval(&[View { data: x, shape }], &mut out, &out_fact.shape, &mut vec![], &ctx);
         out
     }

@@ -9,7 +9,7 @@ const MAX_FOLD: usize = 1 << 24;
 /// Evaluates nodes whose inputs are all constants, in f32; the program
 /// rounds the result to its storage dtype like any other constant.
 pub fn fold_constants(mut g: Graph) -> Result<Graph> {
-    let ctx = EvalCtx { fp16: false, ieee: false };
+    let ctx = EvalCtx { fp16: false, ieee: false, weights_cached: false };
     for i in 0..g.nodes.len() {
         let node = &g.nodes[i];
         if node.op.is_source()

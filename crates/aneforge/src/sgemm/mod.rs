@@ -139,11 +139,13 @@ pub(crate) struct Packed<'a, T> {
     off: usize,
     k: usize,
     k0: usize,
+    /// Expected to be in cache when the call starts (see [`Operand::cached`]).
+    cached: bool,
 }
 
 impl<'a, T> Packed<'a, T> {
     fn new(data: &'a [T], ld: usize, k: usize) -> Packed<'a, T> {
-        Packed { data, ld, off: 0, k, k0: 0 }
+        Packed { data, ld, off: 0, k, k0: 0, cached: false }
     }
     /// Depths `pc..pc + kc` (from `k0`), which lie inside one KC block,
     /// from outer index `i` on, as micro-panels `tile` wide: the first
@@ -220,6 +222,17 @@ impl<'a> Operand<'a> {
     /// A [`pack_rhs`] result for `n` columns.
     pub fn packed_rhs(p: &PackedData<'a>, n: usize) -> Operand<'a> {
         p.operand(n.next_multiple_of(NR))
+    }
+    /// Marks a packed operand as found in cache from one call to the next
+    /// (its program's weights all fit the last-level cache): a threaded
+    /// call may then have every thread read all of it (see [`split_cost`]).
+    /// Other operands are unchanged.
+    pub fn cached(self, yes: bool) -> Operand<'a> {
+        match self {
+            Operand::Packed(p) => Operand::Packed(Packed { cached: yes, ..p }),
+            Operand::PackedF16(p) => Operand::PackedF16(Packed { cached: yes, ..p }),
+            other => other,
+        }
     }
     /// Matrix `g` of a [`pack_lhs_each`] result whose matrices are each
     /// [`packed_len`] elements long.
@@ -423,7 +436,7 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
         // Rows of an A read in place may start anywhere: no rounding to
         // whole tiles, which would leave one thread 108 rows of 197 and the
         // other 89.
-        if by_cols || row_major(a).is_none() { stripe.next_multiple_of(tile) } else { stripe }
+        if by_cols || !keeps_rows_local(a, b) { stripe.next_multiple_of(tile) } else { stripe }
     };
     let run = |a: Operand, b: Operand| {
         let read_whole = if by_cols { a } else { b };
@@ -472,13 +485,21 @@ static PARTIAL: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 
 /// The depth of each part when a threaded call is better split along K:
 /// when the row or column split would have every thread read an operand
-/// (of `shared` values) that the threads pack together, C is at most half
-/// its size (the partials cross between cores instead), and each part is
-/// at least a KC block deep.
+/// (of `shared` values) that the threads pack together, C is no larger
+/// (the partials cross between cores instead), and each part is at least
+/// half a KC block deep.
+///
+/// C as large as the shared operand still gains: a 1x1 conv 256->256 on
+/// 14x14 split by rows packs its input by panels that each read every
+/// channel, half of them converted by the other core, then reads the
+/// panels the other core packed, and its next input's conversion writes
+/// lines the other core read. Split along K each thread packs the channels
+/// it converted. Measured (in-process A/B): 0.78x the time with the vCPUs
+/// apart (1.12x ORT -> 0.88x), 0.97x with them close.
 fn k_split(m: usize, n: usize, k: usize, threads: usize, shared: Option<usize>) -> Option<usize> {
     let shared = shared?;
     let per = k.div_ceil(threads);
-    (per >= KC && m * n * 2 <= shared).then_some(per)
+    (per >= KC / 2 && m * n <= shared).then_some(per)
 }
 
 /// C = A·B as `k / per` partial products over consecutive depths, one per
@@ -625,27 +646,38 @@ fn row_major(op: Operand) -> Option<Mat> {
 /// does. It decides the split: a 49-column GEMM split by columns, for
 /// instance, has every thread widen all of a 9 MB fp16 weight.
 ///
-/// An A read in place (activations times a weight) is charged for the
-/// column split's reads of the other core's data: the kernels around a
-/// GEMM split their outputs into one contiguous part per thread (whole
-/// rows of C here, and of A from the kernel before), and column stripes
-/// have each thread read all of A and leave half of each part of C in the
-/// other core's cache. 768x768x197 as columns took 0.56 ms against 0.50 as
-/// rows while the host kept the vCPUs apart, its input's conversion 44 us
-/// against 9 (writing lines the other core had read); the same with them
-/// close.
+/// Activations times a cached weight (see [`keeps_rows_local`]) charge
+/// the column split for its reads of the other core's data: the kernels
+/// around a GEMM split their outputs into one contiguous part per thread
+/// (whole rows of C here, and of A from the kernel before), and column
+/// stripes have each thread read all of A and leave half of each part of
+/// C in the other core's cache. 768x768x197 as columns took 0.56 ms
+/// against 0.50 as rows while the host kept the vCPUs apart, its input's
+/// conversion 44 us against 9 (writing lines the other core had read);
+/// the same with them close.
 fn split_cost(by_cols: bool, m: usize, n: usize, k: usize, a: Operand, b: Operand, threads: usize) -> f32 {
     let t = threads as f32;
-    let a_in_place = row_major(a).is_some();
-    let rows = if a_in_place { m.div_ceil(threads) } else { m.div_ceil(threads).next_multiple_of(MR).min(m) };
+    let rows_local = keeps_rows_local(a, b);
+    let rows = if rows_local { m.div_ceil(threads) } else { m.div_ceil(threads).next_multiple_of(MR).min(m) };
     let (rows, cols) = if by_cols { (m, n.div_ceil(threads).next_multiple_of(NR).min(n)) } else { (rows, n) };
     // 24 FMAs per k step of a full tile, two per cycle.
     let compute = edge_cost(rows, MR) * edge_cost(cols, NR) * (k * 12) as f32;
     let pack_a = prep_cost(a, true, m * k, by_cols, rows as f32 / m as f32, t, cols.div_ceil(NC));
     let pack_b = prep_cost(b, false, k * n, !by_cols, cols as f32 / n as f32, t, rows.div_ceil(MC));
     // Half a cycle per value of the other cores' parts.
-    let remote = if by_cols && a_in_place { 0.5 * (m * k + m * n) as f32 * (t - 1.0) / t } else { 0.0 };
+    let remote = if by_cols && rows_local { 0.5 * (m * k + m * n) as f32 * (t - 1.0) / t } else { 0.0 };
     compute + pack_a + pack_b + remote
+}
+
+/// Whether row stripes keep each thread on its own rows of A and C at no
+/// extra cost: A is read in place, so any row may start a stripe, and B is
+/// a packed weight found in cache, so every thread reading all of it costs
+/// no more memory traffic. A weight that comes from memory on every call
+/// (a model larger than the cache) is better split: 768x768x197 products
+/// over 40 weights in turn ran 4% slower as rows than as columns, 197x768
+/// x2304 ones 6-9%, and ViT-B/16 6-8%.
+fn keeps_rows_local(a: Operand, b: Operand) -> bool {
+    row_major(a).is_some() && matches!(b, Operand::Packed(Packed { cached: true, .. }) | Operand::PackedF16(Packed { cached: true, .. }))
 }
 
 /// Cycles one thread spends preparing an operand (`lhs`: A) of `elems`

@@ -45,6 +45,8 @@ struct Case {
     half_exact: bool,
     /// Run [`split_k`] with parts of this depth instead of [`sgemm`].
     split_k: Option<usize>,
+    /// Mark a packed B as cached (see [`Operand::cached`]).
+    cached_b: bool,
 }
 
 fn check(m: usize, n: usize, k: usize, case: Case) {
@@ -92,7 +94,7 @@ fn check(m: usize, n: usize, k: usize, case: Case) {
     };
     let rhs = if case.pack_b && packs_constants() {
         packed_b = pack_rhs(bm, k, n);
-        let op = Operand::packed_rhs(&PackedData::new(&packed_b), n);
+        let op = Operand::packed_rhs(&PackedData::new(&packed_b), n).cached(case.cached_b);
         assert_eq!(matches!(op, Operand::PackedF16(_)), case.half_exact, "fp16 packing iff the values are fp16");
         op
     } else {
@@ -139,20 +141,25 @@ fn parallel_split_by_rows_and_columns_agrees() {
     check(200, 40, 100, Case { parallel: true, row_bias: true, ..Case::default() }); // few columns: row stripes
     check(64, 784, 200, Case { parallel: true, accumulate: true, col_bias: true, ..Case::default() }); // column stripes
     check(197, 768, 64, Case { parallel: true, a_t: true, b_t: true, ..Case::default() });
-    // An A read in place: row stripes of 19 and 18 rows, cutting a tile.
-    check(37, 256, 64, Case { parallel: true, pack_b: true, row_bias: true, col_bias: true, ..Case::default() });
+    // An A read in place, a cached B: row stripes of 19 and 18 rows, cutting a tile.
+    check(37, 256, 64, Case { parallel: true, pack_b: true, cached_b: true, row_bias: true, col_bias: true, ..Case::default() });
 }
 
-/// Activations times a packed weight split by rows, where each thread's
-/// rows of A and of C lie in its own cache: a 197-row product as 99 and 98
-/// rows, though whole-tile row stripes (108 and 89) would lose to columns.
+/// Activations times a cached packed weight split by rows, where each
+/// thread's rows of A and of C lie in its own cache: a 197-row product as
+/// 99 and 98 rows, though whole-tile row stripes (108 and 89) would lose
+/// to columns. A weight that comes from memory is split by columns, each
+/// thread reading half of it.
 #[test]
-fn activations_read_in_place_split_by_rows() {
+fn activations_times_a_cached_weight_split_by_rows() {
     let (m, n, k) = (197, 768, 768);
     let a = data(m * k, 1);
     let packed = pack_rhs(Mat::rows(&data(k * n, 2), n), k, n);
-    let (a, b) = (Operand::Strided(Mat::rows(&a, k)), Operand::packed_rhs(&PackedData::new(&packed), n));
-    assert!(split_cost(false, m, n, k, a, b, 2) < split_cost(true, m, n, k, a, b, 2));
+    let a = Operand::Strided(Mat::rows(&a, k));
+    let cached = Operand::packed_rhs(&PackedData::new(&packed), n).cached(true);
+    assert!(split_cost(false, m, n, k, a, cached, 2) < split_cost(true, m, n, k, a, cached, 2));
+    let cold = cached.cached(false);
+    assert!(split_cost(true, m, n, k, a, cold, 2) < split_cost(false, m, n, k, a, cold, 2));
 }
 
 #[test]
@@ -181,7 +188,7 @@ fn fp16_packed_operands_agree() {
 #[test]
 fn split_along_k_agrees() {
     let ops = [(false, false, false), (true, false, false), (true, false, true), (false, true, true), (true, true, false)];
-    for per in [KC, KC + 100, 301] {
+    for per in [KC / 2, KC, KC + 100, 301] {
         for (pack_a, pack_b, half_exact) in ops {
             let case = Case { split_k: Some(per), pack_a, pack_b, half_exact, accumulate: true, row_bias: true, col_bias: true, relu: true, round: true, ..Case::default() };
             check(49, 70, 3 * KC + 50, case);
@@ -191,14 +198,17 @@ fn split_along_k_agrees() {
 }
 
 /// K is split where the row or column split would have the threads share
-/// a packed operand much larger than C (a late convolution), not for a
-/// linear layer, whose activations every thread reads in place.
+/// a packed operand no smaller than C (a late convolution, a 1x1 conv as
+/// wide as its input), not for a linear layer, whose activations every
+/// thread reads in place.
 #[test]
 fn deep_products_with_small_outputs_split_along_k() {
     assert_eq!(k_split(49, 512, 4608, 2, Some(49 * 4608)), Some(2304));
     assert_eq!(k_split(256, 196, 2304, 2, Some(196 * 2304)), Some(1152));
     assert_eq!(k_split(197, 768, 768, 2, None), None);
-    assert_eq!(k_split(256, 196, 256, 2, Some(196 * 256)), None, "C as large as the shared operand");
+    assert_eq!(k_split(256, 196, 256, 2, Some(196 * 256)), Some(128), "C as large as the shared operand");
+    assert_eq!(k_split(512, 196, 256, 2, Some(196 * 256)), None, "C larger than the shared operand");
+    assert_eq!(k_split(64, 784, 128, 2, Some(784 * 128)), None, "parts under half a KC block");
 }
 
 #[test]

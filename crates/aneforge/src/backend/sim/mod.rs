@@ -331,6 +331,8 @@ impl SimProgram {
                 }
             }
         }
+        let const_bytes: usize = consts.iter().map(|c| c.len() * 4).sum();
+        let ctx = EvalCtx { weights_cached: const_bytes <= last_level_cache_bytes() / 2, ..ctx };
         Ok(SimProgram { steps, state, slot_sizes, scratch, consts, inputs, outputs, ctx, inline })
     }
 
@@ -504,6 +506,31 @@ impl SimProgram {
     pub fn planned_bytes(&self) -> usize {
         (self.slot_sizes.iter().sum::<usize>() + self.scratch) * 4
     }
+}
+
+/// Bytes of the host's last-level cache as one core sees it (Linux's
+/// sysfs; 8 MiB where unknown). Half of it is what a program's weights may
+/// take and still be expected in cache between calls: the rest is for the
+/// activations and whatever else the process does.
+fn last_level_cache_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        let size = |dir: std::path::PathBuf| -> Option<(u32, usize)> {
+            let level = std::fs::read_to_string(dir.join("level")).ok()?.trim().parse().ok()?;
+            let text = std::fs::read_to_string(dir.join("size")).ok()?;
+            let text = text.trim();
+            let (digits, scale) = match text.strip_suffix('K') {
+                Some(d) => (d, 1 << 10),
+                None => match text.strip_suffix('M') {
+                    Some(d) => (d, 1 << 20),
+                    None => (text, 1),
+                },
+            };
+            Some((level, digits.parse::<usize>().ok()? * scale))
+        };
+        let caches = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").into_iter().flatten().flatten();
+        caches.filter_map(|e| size(e.path())).max().map_or(8 << 20, |(_, bytes)| bytes)
+    })
 }
 
 /// An input array as the host holds it, for [`SimProgram::run_io`].
