@@ -11,6 +11,7 @@ and a sweep asserting that no Rust panic reaches Python.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -521,3 +522,33 @@ def test_nets_built_and_run_on_other_threads_while_the_importing_thread_waits():
     assert r.returncode == 0, r.stderr
     count, err = r.stdout.split()
     assert int(count) == 5 and float(err) < 2e-2, r.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2, reason="pinning is Linux-only and needs two CPUs")
+def test_no_worker_stays_pinned_to_the_callers_cpu():
+    """The pool's workers are pinned one per CPU but the caller floats;
+    a worker pinned to the CPU the caller runs on would time-share it
+    with the caller for the whole run while another CPU idles."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import glob, os
+        import numpy as np, aneforge as af
+        cpus = sorted(os.sched_getaffinity(0))
+        net = af.compile(af.relu(af.input((1, 256, 64, 64))))
+        os.sched_setaffinity(0, {cpus[1]})  # the caller onto the CPU worker 1 was given
+        net(np.zeros((1, 256, 64, 64), np.float16))
+        main = os.getpid()
+        held = []
+        for task in glob.glob("/proc/self/task/*"):
+            if int(task.rsplit("/", 1)[1]) != main:
+                status = open(task + "/status").read()
+                held += [l.split()[1] for l in status.splitlines() if l.startswith("Cpus_allowed_list")]
+        print(str(cpus[1]) in held, str(cpus[0]) in held)
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "True"], r.stdout
