@@ -25,8 +25,8 @@
 //! share the machine and should float); `ANEFORGE_CALLER_WORKER=0` keeps the
 //! caller out of the pool.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
 
 /// Set once the calling thread of [`adopt_calling_thread`] became worker 0.
 static ADOPTED: AtomicBool = AtomicBool::new(false);
@@ -92,18 +92,6 @@ pub(crate) fn make_room_for_caller() {
     }
 }
 
-/// Which worker holds which CPU, once the pool is pinned with the caller
-/// adopted.
-struct Seats {
-    /// Per worker (index 0, the caller, unused): its thread id and CPU.
-    tid: Vec<AtomicI32>,
-    cpu: Vec<AtomicUsize>,
-    /// The allowed CPU no pinned worker holds.
-    spare: AtomicUsize,
-}
-
-static SEATS: OnceLock<Seats> = OnceLock::new();
-
 /// Median time, in nanoseconds, for a cache line to go from one of this
 /// process's CPUs to another and back: two threads pinned to the first two
 /// CPUs it may use hand a counter to each other `trips` times. `None` with
@@ -129,8 +117,20 @@ pub fn core_round_trip_ns(trips: u32) -> Option<f64> {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{Seats, SEATS};
     use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+
+    /// Which worker holds which CPU, once the pool is pinned with the
+    /// caller adopted.
+    struct Seats {
+        /// Per worker (index 0, the caller, unused): its thread id and CPU.
+        tid: Vec<AtomicI32>,
+        cpu: Vec<AtomicUsize>,
+        /// The allowed CPU no pinned worker holds.
+        spare: AtomicUsize,
+    }
+
+    static SEATS: OnceLock<Seats> = OnceLock::new();
 
     /// glibc's cpu_set_t: 1024 bits.
     type CpuSet = [u64; 16];

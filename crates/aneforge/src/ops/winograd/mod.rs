@@ -318,6 +318,9 @@ fn prefetch(xs: &[f32]) {
         // on memory; SSE is part of x86_64.
         unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(xs.as_ptr().add(i).cast()) };
     }
+    // Elsewhere a hint only: nothing to ask for.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = xs;
 }
 
 /// Aᵀ M A for one piece of a tile row (`me[e]`: GEMM result e of its
