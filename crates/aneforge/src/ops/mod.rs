@@ -42,9 +42,10 @@ pub struct EvalCtx {
     pub fp16: bool,
     /// IEEE numerics for debugging: f32 accumulation everywhere.
     pub ieee: bool,
-    /// The program's constants all fit the host's last-level cache, so a
-    /// weight is found there from one call to the next (set by the sim
-    /// when it plans the program; it only steers how GEMMs share work).
+    /// The program's constants take at most half the host's last-level
+    /// cache, so a weight is found there from one call to the next (set by
+    /// the sim when it plans the program; it only steers how GEMMs share
+    /// work).
     pub weights_cached: bool,
 }
 

@@ -224,7 +224,7 @@ impl<'a> Operand<'a> {
         p.operand(n.next_multiple_of(NR))
     }
     /// Marks a packed operand as found in cache from one call to the next
-    /// (its program's weights all fit the last-level cache): a threaded
+    /// (its program's weights take at most half the last-level cache): a threaded
     /// call may then have every thread read all of it (see [`split_cost`]).
     /// Other operands are unchanged.
     pub fn cached(self, yes: bool) -> Operand<'a> {
