@@ -11,7 +11,9 @@ and a sweep asserting that no Rust panic reaches Python.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -446,15 +448,19 @@ def test_outputs_may_repeat_or_be_inputs_and_do_not_alias_across_calls():
     np.testing.assert_array_equal(net(np.array([5, 6], np.float16))[0], [10, 12])
 
 
+def run_script(script: str, timeout: float) -> str:
+    """Runs `script` (dedented) in a fresh Python, so that a hang fails on
+    the timeout instead of hanging the suite; returns its stdout."""
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def test_a_net_can_be_queried_from_another_thread_while_it_runs():
     # A run holds the Net's lock with the GIL released; a thread that
     # waited for the lock while holding the GIL hung both. In a subprocess,
     # so that a regression fails on the timeout instead of hanging the suite.
-    import subprocess
-    import sys
-    import textwrap
-
-    script = textwrap.dedent(
+    out = run_script(
         """
         import threading, time
         import numpy as np, aneforge as af
@@ -477,10 +483,10 @@ def test_a_net_can_be_queried_from_another_thread_while_it_runs():
         for t in ts:
             t.join()
         print("done")
-        """
+        """,
+        timeout=60,
     )
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "done" in r.stdout, r.stderr
+    assert "done" in out, out
 
 
 def test_nets_built_and_run_on_other_threads_while_the_importing_thread_waits():
@@ -488,11 +494,7 @@ def test_nets_built_and_run_on_other_threads_while_the_importing_thread_waits():
     its own calls; nets compiled and called on other threads (while it
     waits for them, or runs a net of its own) must neither wait on it nor
     compute differently."""
-    import subprocess
-    import sys
-    import textwrap
-
-    script = textwrap.dedent(
+    out = run_script(
         """
         import threading
         import numpy as np, aneforge as af
@@ -516,12 +518,11 @@ def test_nets_built_and_run_on_other_threads_while_the_importing_thread_waits():
         late.start()
         late.join()
         print(len(errs), max(errs))
-        """
+        """,
+        timeout=120,
     )
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    count, err = r.stdout.split()
-    assert int(count) == 5 and float(err) < 2e-2, r.stdout
+    count, err = out.split()
+    assert int(count) == 5 and float(err) < 2e-2, out
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2, reason="pinning is Linux-only and needs two CPUs")
@@ -529,10 +530,7 @@ def test_no_worker_stays_pinned_to_the_callers_cpu():
     """The pool's workers are pinned one per CPU but the caller floats;
     a worker pinned to the CPU the caller runs on would time-share it
     with the caller for the whole run while another CPU idles."""
-    import subprocess
-    import textwrap
-
-    script = textwrap.dedent(
+    out = run_script(
         """
         import glob, os
         import numpy as np, aneforge as af
@@ -547,8 +545,7 @@ def test_no_worker_stays_pinned_to_the_callers_cpu():
                 status = open(task + "/status").read()
                 held += [l.split()[1] for l in status.splitlines() if l.startswith("Cpus_allowed_list")]
         print(str(cpus[1]) in held, str(cpus[0]) in held)
-        """
+        """,
+        timeout=120,
     )
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["False", "True"], r.stdout
+    assert out.split() == ["False", "True"], out
