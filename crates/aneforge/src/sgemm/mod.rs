@@ -304,7 +304,12 @@ fn stored(data: Vec<f32>) -> Vec<f32> {
     }
     let mut out = Vec::with_capacity(1 + halves.len() / 2);
     out.push(f32::from_bits(F16_HEADER));
-    out.extend_from_slice(bytemuck::cast_slice(&halves));
+    // Two halves a word, in memory order. Not `cast_slice`: a Vec<f16>
+    // need only be 2-aligned (an empty one never is), and it panicked.
+    out.extend(halves.chunks_exact(2).map(|p| {
+        let (lo, hi) = (p[0].to_ne_bytes(), p[1].to_ne_bytes());
+        f32::from_bits(u32::from_ne_bytes([lo[0], lo[1], hi[0], hi[1]]))
+    }));
     out
 }
 

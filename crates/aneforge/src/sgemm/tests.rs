@@ -285,6 +285,13 @@ fn throughput() {
     }
 }
 
+/// A weight with no values (a zero-depth product) packs without panicking.
+#[test]
+fn empty_operands_pack() {
+    let _ = pack_rhs(Mat::rows(&[], 3), 0, 3);
+    let _ = pack_lhs_each(&[], 1, 3, 0);
+}
+
 /// The storage header is a slot of its own: no weight value, not even one
 /// with the header's bit pattern or a NaN, changes how a buffer is read.
 #[test]
