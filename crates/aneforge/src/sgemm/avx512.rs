@@ -36,6 +36,8 @@ trait Lanes: Copy {
     unsafe fn load16(p: *const Self) -> __m512;
     /// Bytes from one k step's NR values to the next.
     const STEP: usize;
+    /// `p` itself, when the values are f32.
+    fn as_f32(p: *const Self) -> Option<*const f32>;
 }
 
 impl Lanes for f32 {
@@ -44,6 +46,9 @@ impl Lanes for f32 {
         _mm512_loadu_ps(p)
     }
     const STEP: usize = 4 * NR;
+    fn as_f32(p: *const f32) -> Option<*const f32> {
+        Some(p)
+    }
 }
 
 impl Lanes for half::f16 {
@@ -52,6 +57,9 @@ impl Lanes for half::f16 {
         _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
     }
     const STEP: usize = 2 * NR;
+    fn as_f32(_: *const half::f16) -> Option<*const f32> {
+        None
+    }
 }
 
 /// Where the kernel finds A's value for row `i` at the current k step.
@@ -69,6 +77,10 @@ trait Rows: Copy {
     /// # Safety
     /// As [`tile`]'s, for MR rows and kc·NR values of B.
     unsafe fn full_tile<B: Lanes>(self, kc: usize, b: *const B) -> [[__m512; 2]; MR];
+    /// The packed micro-panel, when A is one.
+    fn panel(self) -> Option<*const f32> {
+        None
+    }
 }
 
 /// A packed micro-panel: [kc][MR].
@@ -87,6 +99,9 @@ impl Rows for PanelA {
     #[inline(always)]
     unsafe fn full_tile<B: Lanes>(self, kc: usize, b: *const B) -> [[__m512; 2]; MR] {
         full_tile_panel(kc, self.0, b)
+    }
+    fn panel(self) -> Option<*const f32> {
+        Some(self.0)
     }
 }
 
@@ -158,7 +173,16 @@ unsafe fn sized_to<A: Rows, B: Lanes>(kc: usize, a: A, b: *const B, c: *mut f32,
 #[target_feature(enable = "avx512f")]
 unsafe fn sized<A: Rows, B: Lanes, const R: usize, const V: usize>(kc: usize, a: A, b: *const B, c: *mut f32, ldc: usize, nr: usize, add: bool, epi: &TileEpi) {
     let mut acc = [[_mm512_setzero_ps(); V]; R];
-    if R == MR && V == 2 {
+    let narrow = match (a.panel(), B::as_f32(b)) {
+        (Some(a), Some(b)) if V == 1 && nr <= NARROW => Some((a, b)),
+        _ => None,
+    };
+    if let Some((a, b)) = narrow {
+        let cols = narrow_tile(kc, a, b);
+        for (row, f) in acc.iter_mut().zip(cols) {
+            row[0] = f;
+        }
+    } else if R == MR && V == 2 {
         for (row, f) in acc.iter_mut().zip(a.full_tile(kc, b)) {
             row.copy_from_slice(&f[..V]);
         }
@@ -248,6 +272,49 @@ unsafe fn sized<A: Rows, B: Lanes, const R: usize, const V: usize>(kc: usize, a:
         ($($i:literal)*) => { $( if $i < R { store($i, acc[$i]); } )* };
     }
     rows!(0 1 2 3 4 5 6 7 8 9 10 11);
+}
+
+/// Widest tile [`narrow_tile`] takes.
+const NARROW: usize = 4;
+
+/// A tile at most [`NARROW`] columns wide, such as the last 4 of a 14×14
+/// plane's 196, from a packed A panel and an f32 B panel. The row-vector
+/// kernel would spend 12 FMAs a k step on 16 lanes of which 4 hold
+/// columns; here the vectors run down A's 12 rows instead, one FMA per
+/// column (two k steps in flight, for eight independent sums), and the
+/// sums are transposed into C's rows at the end. In-process A/B: a 3x3
+/// conv 256->256 and a 1x1 conv 256->256 on 14x14 3-4% faster, ResNet-18 1%.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn narrow_tile(kc: usize, a: *const f32, b: *const f32) -> [__m512; MR] {
+    // 12 of 16 lanes: the masked load never reads past the panel.
+    let rows = lane_mask(MR);
+    let step = |k: usize, sum: &mut [__m512; NARROW]| {
+        let col = _mm512_maskz_loadu_ps(rows, a.add(k * MR));
+        for (j, s) in sum.iter_mut().enumerate() {
+            // B's panel is NR wide, zero past its columns.
+            *s = _mm512_fmadd_ps(col, _mm512_set1_ps(*b.add(k * NR + j)), *s);
+        }
+    };
+    let (mut even, mut odd) = ([_mm512_setzero_ps(); NARROW], [_mm512_setzero_ps(); NARROW]);
+    for k in (0..kc / 2).map(|k| 2 * k) {
+        step(k, &mut even);
+        step(k + 1, &mut odd);
+    }
+    if kc % 2 == 1 {
+        step(kc - 1, &mut even);
+    }
+    let mut by_col = [[0.0f32; 16]; NARROW];
+    for (j, dst) in by_col.iter_mut().enumerate() {
+        _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_add_ps(even[j], odd[j]));
+    }
+    std::array::from_fn(|i| {
+        let mut row = [0.0f32; 16];
+        for (j, v) in row[..NARROW].iter_mut().enumerate() {
+            *v = by_col[j][i];
+        }
+        _mm512_loadu_ps(row.as_ptr())
+    })
 }
 
 /// Defines a function that runs a whole MR×NR tile's k loop in assembly,

@@ -151,6 +151,20 @@ fn whole_tiles_of_every_operand_kind_agree() {
     }
 }
 
+/// Tiles a few columns wide (a 14×14 plane's last 4 of 196) from a packed
+/// A run down A's rows instead: every width up to and past the limit, odd
+/// and even depths, with each part of the epilogue.
+#[test]
+fn narrow_column_tiles_agree() {
+    for n in [1, 3, 4, 5, NR + 2, NR + 4] {
+        for k in [1, 6, 7, KC + 3] {
+            check(30, n, k, Case { pack_a: true, ..Case::default() });
+            check(30, n, k, Case { pack_a: true, half_exact: true, accumulate: true, row_bias: true, col_bias: true, relu: true, round: true, ..Case::default() });
+        }
+    }
+    check(256, 196, 300, Case { pack_a: true, half_exact: true, parallel: true, row_bias: true, ..Case::default() });
+}
+
 #[test]
 fn parallel_split_by_rows_and_columns_agrees() {
     check(200, 40, 100, Case { parallel: true, row_bias: true, ..Case::default() }); // few columns: row stripes
