@@ -87,7 +87,7 @@ fn check(m: usize, n: usize, k: usize, case: Case) {
     let lhs = if case.pack_a && packs_constants() && !a_t {
         packed_a = pack_lhs_each(&a, 1, m, k);
         let op = Operand::packed_lhs(&PackedData::new(&packed_a), m);
-        assert_eq!(matches!(op, Operand::PackedF16(_)), case.half_exact, "fp16 packing iff the values are fp16");
+        assert_eq!(matches!(op, Operand::PackedF16(_)), case.half_exact || k == 0, "fp16 packing iff the values are fp16 (no values are)");
         op
     } else {
         Operand::Strided(am)
@@ -95,7 +95,7 @@ fn check(m: usize, n: usize, k: usize, case: Case) {
     let rhs = if case.pack_b && packs_constants() {
         packed_b = pack_rhs(bm, k, n);
         let op = Operand::packed_rhs(&PackedData::new(&packed_b), n).cached(case.cached_b);
-        assert_eq!(matches!(op, Operand::PackedF16(_)), case.half_exact, "fp16 packing iff the values are fp16");
+        assert_eq!(matches!(op, Operand::PackedF16(_)), case.half_exact || k == 0, "fp16 packing iff the values are fp16 (no values are)");
         op
     } else {
         Operand::Strided(bm)
@@ -133,6 +133,21 @@ fn matches_naive_product_on_edge_shapes() {
             }
         }
         check(m, n, k, Case { accumulate: true, ..Case::default() });
+    }
+}
+
+/// Whole 12×32 tiles: each kind of A (rows in place, packed panel) with
+/// each kind of B (f32, fp16), depths below, at and past a KC block, into
+/// a fresh or an accumulated C.
+#[test]
+fn whole_tiles_of_every_operand_kind_agree() {
+    for k in [0, 1, 7, KC, KC + 5] {
+        for (pack_a, half_exact) in [(false, false), (false, true), (true, false), (true, true)] {
+            for accumulate in [false, true] {
+                check(2 * MR, 2 * NR, k, Case { pack_a, pack_b: true, half_exact, accumulate, ..Case::default() });
+            }
+        }
+        check(2 * MR, 2 * NR, k, Case { pack_b: true, half_exact: true, col_bias: true, round: true, ..Case::default() });
     }
 }
 
