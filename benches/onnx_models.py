@@ -34,6 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+# numpy's OpenBLAS keeps worker threads that spin after a call (1% of the
+# CPU in profiles of these runs); neither side's timed work uses them, and
+# on a 2-CPU machine they take time from both. Set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # Same model location, ORT configuration, inputs and timing loop as the
 # fidelity tests, so both speak of the same reference.
 from onnx_models import (  # noqa: E402

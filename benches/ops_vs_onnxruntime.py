@@ -10,8 +10,14 @@ sim runs the fp16 program (fp16 storage, f32 compute).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+
+# numpy's OpenBLAS keeps worker threads that spin after a call (1% of the
+# CPU in profiles of these runs); neither side's timed work uses them, and
+# on a 2-CPU machine they take time from both. Set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 import onnx

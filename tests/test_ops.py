@@ -400,6 +400,18 @@ for pid, xs, kw in POOL:
             linear=True,
         )
 
+# Sizes that split across threads: elementwise passes from 32K values (one
+# part per thread, like the port conversions around them), pools over
+# large planes by bands of output rows (ResNet's max pool over 112x112).
+SPLIT = (1, 256, 14, 14)
+add("split-relu", af.relu, lambda x: np.maximum(x, 0), arg(SPLIT), tol=EXACT)
+# (Within +-3: below -3.5, 1 + erf cancels and fp16 results can be 2 ulp off.)
+add("split-gelu", af.gelu, lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))), arg(SPLIT, uniform(-3, 3)), tol=GELU_TOL)
+add("split-add_broadcast", lambda x, y: x + y, np.add, arg(SPLIT), arg((256, 1, 1)), tol=ULP1)
+for pid, xs, kw in [("stem", (1, 8, 112, 112), {"kernel": 3, "stride": 2, "pad": 1}), ("ceil_odd", (1, 4, 91, 97), {"kernel": 3, "stride": 2, "ceil_mode": True})]:
+    add(f"split-max_pool-{pid}", lambda x, kw=kw: af.max_pool(x, **kw), lambda x, kw=kw: pool_ref(x, kind="max", **kw), arg(xs), tol=EXACT)
+    add(f"split-avg_pool-{pid}", lambda x, kw=kw: af.avg_pool(x, **kw), lambda x, kw=kw: pool_ref(x, kind="avg", **kw), arg(xs), tol=LIN, linear=True)
+
 for xs in [(1, 3, 5, 7), (2, 4, 3, 3), (2, 3, 6)]:
     add(
         f"global_avg_pool-{sid(xs)}",

@@ -7,7 +7,7 @@
 //! storage and lets kernels (GEMM above all) run at f32 speed.
 
 use half::f16;
-use crate::parallel::per_thread;
+use crate::parallel::{per_thread, SPLIT_MIN};
 use rayon::prelude::*;
 
 /// Rounds one value to fp16 precision.
@@ -75,21 +75,15 @@ pub fn max_f32(xs: &[f32]) -> f32 {
     m
 }
 
-/// Below this many elements a conversion runs on one thread. Inside a run
-/// the other worker is already awake, so splitting costs about a
-/// microsecond: a 256-channel 14x14 map's port conversions, split, made
-/// its 1x1 conv 5% faster (9% while the host kept the vCPUs apart) than
-/// at the former 128K.
-const PAR_MIN: usize = 1 << 15;
-/// The same, for a caller outside the thread pool (the engine path's port
-/// I/O): handing work to the pool from outside costs a wake-up and a
+/// [`SPLIT_MIN`] for a caller outside the thread pool (the engine path's
+/// port I/O): handing work to the pool from outside costs a wake-up and a
 /// blocking wait, more than converting a few hundred thousand values.
 const PAR_MIN_OUTSIDE_POOL: usize = 1 << 22;
 
 /// Whether a conversion of `len` values is worth splitting across threads
 /// (in one part per thread, see [`crate::parallel`]).
 fn parallel(len: usize) -> bool {
-    len >= if rayon::current_thread_index().is_some() { PAR_MIN } else { PAR_MIN_OUTSIDE_POOL }
+    len >= if rayon::current_thread_index().is_some() { SPLIT_MIN } else { PAR_MIN_OUTSIDE_POOL }
 }
 
 /// `f` over `src` and `dst` (as long as `src`), in one part per thread

@@ -5,11 +5,9 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fact::{broadcast_shapes, Fact};
 use crate::numerics::{erf, exp, round_int, sigmoid, tanh};
-use crate::parallel::per_thread;
+use crate::parallel::{per_thread, SPLIT_MIN};
 use rayon::prelude::*;
 
-/// Below twice this many elements, loops run on one thread.
-pub(crate) const PAR_CHUNK: usize = 1 << 15;
 
 /// Values per task of a split elementwise loop: one part per thread (see
 /// [`crate::parallel`]), whole 16-lane vectors.
@@ -330,7 +328,7 @@ impl SliceMap for InPlace<'_> {
     #[inline(always)]
     fn run(self, f: impl Fn(f32) -> f32 + Sync + Send + Copy) {
         let run = |o: &mut [f32]| o.iter_mut().for_each(|v| *v = f(*v));
-        if self.0.len() >= 2 * PAR_CHUNK {
+        if self.0.len() >= SPLIT_MIN {
             self.0.par_chunks_mut(part(self.0.len())).for_each(run);
         } else {
             run(self.0);
@@ -346,7 +344,7 @@ pub(crate) fn map_slice(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Syn
             *o = f(v);
         }
     };
-    if out.len() >= 2 * PAR_CHUNK {
+    if out.len() >= SPLIT_MIN {
         let part = part(out.len());
         out.par_chunks_mut(part).zip(x.par_chunks(part)).for_each(|(o, i)| run(o, i));
     } else {
@@ -506,7 +504,7 @@ impl Binary {
 #[inline(always)]
 fn binary_loop(a: View, b: View, out: &mut [f32], out_shape: &[usize], f: impl Fn(f32, f32) -> f32 + Sync + Send + Copy) {
     let n = out.len();
-    let par = n >= 2 * PAR_CHUNK;
+    let par = n >= SPLIT_MIN;
     macro_rules! run {
         ($body:expr) => {
             if par {
@@ -640,7 +638,7 @@ pub(crate) fn map_broadcast<const N: usize>(
                 *o = f(v);
             }
         };
-        if n >= 2 * PAR_CHUNK {
+        if n >= SPLIT_MIN {
             let part = part(n);
             out.par_chunks_mut(part).enumerate().for_each(|(c, o)| run(o, c * part));
         } else {
@@ -669,7 +667,7 @@ pub(crate) fn map_broadcast<const N: usize>(
             *o = f(v);
         }
     };
-    if n >= 2 * PAR_CHUNK && rows > 1 {
+    if n >= SPLIT_MIN && rows > 1 {
         out.par_chunks_mut(inner).enumerate().for_each(|(row, o)| row_fn(row, o));
     } else {
         for (row, o) in out.chunks_mut(inner).enumerate() {

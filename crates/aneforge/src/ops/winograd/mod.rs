@@ -12,6 +12,7 @@
 mod avx512;
 
 use crate::numerics::round_f16_slice_serial;
+use crate::parallel::SendPtr;
 #[cfg(target_arch = "x86_64")]
 use crate::sgemm::has_avx512;
 use crate::sgemm::{pack_lhs_each, packed_len, packs_constants, sgemm, Epilogue, Mat, Operand, PackedData, Residual};
@@ -456,20 +457,6 @@ fn transform_weights_plain(wt: &[f32], o: usize, c: usize, u: &mut [f32]) {
         }
     });
 }
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-
-impl SendPtr {
-    /// # Safety
-    /// `i` must be in bounds of the buffer the pointer came from.
-    unsafe fn at(self, i: usize) -> *mut f32 {
-        self.0.add(i)
-    }
-}
-// SAFETY: used only for disjoint writes from parallel tasks (see call sites).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 #[cfg(test)]
 mod tests {
