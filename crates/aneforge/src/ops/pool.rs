@@ -197,9 +197,10 @@ impl Pool {
 /// Large planes came from a convolution whose GEMM split its columns,
 /// which are space, across the threads (a wide, short product does: see
 /// `sgemm`), and the Winograd convolution after a pool takes bands of
-/// tiles; split by planes instead, each thread read half its input from
-/// the other core's cache. ResNet-18's max pool over [64, 112, 112] ran
-/// in 0.24 ms that way while the host kept the vCPUs apart.
+/// tiles; split by planes instead, each thread reads half its input from
+/// the other core's cache. ResNet-18's max pool over [64, 112, 112] (in
+/// the model, vCPUs close): 150 us by planes, 119 in bands. With the
+/// vCPUs apart no gain showed (0.24 and 0.26 ms, in separate runs).
 fn row_bands(planes: usize, [h, w]: [usize; 2], oh: usize) -> usize {
     let threads = rayon::current_num_threads();
     if h * w >= PLANES_WORK / 2 && planes * h * w >= 2 * PLANES_WORK && oh >= 2 * threads {
