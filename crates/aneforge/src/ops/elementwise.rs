@@ -8,7 +8,6 @@ use crate::numerics::{erf, exp, round_int, sigmoid, tanh};
 use crate::parallel::{per_thread, SPLIT_MIN};
 use rayon::prelude::*;
 
-
 /// Values per task of a split elementwise loop: one part per thread (see
 /// [`crate::parallel`]), whole 16-lane vectors.
 fn part(len: usize) -> usize {

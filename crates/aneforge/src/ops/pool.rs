@@ -37,6 +37,46 @@ impl Window {
 }
 
 impl Pool {
+    /// Output rows `rows` of one plane (`src`, [h, w]) into `dst`, which
+    /// holds just those rows of `ow` values.
+    fn plane(&self, src: &[f32], [h, w]: [usize; 2], dst: &mut [f32], ow: usize, rows: Range<usize>, ieee: bool) {
+        let win = self.window;
+        if self.kind == PoolKind::Max && !ieee && ow > 0 && win.pad[1] + w <= MAX_ROW && (ow - 1) * win.stride[1] + win.kernel[1] <= MAX_ROW {
+            return max_plane(src, [h, w], dst, ow, rows, &win);
+        }
+        for (oy, drow) in rows.zip(dst.chunks_mut(ow)) {
+            let (y0, y1, ya, yb) = win.span(0, oy, h);
+            for (ox, d) in drow.iter_mut().enumerate() {
+                let (x0, x1, xa, xb) = win.span(1, ox, w);
+                *d = match self.kind {
+                    PoolKind::Max => {
+                        let mut m = f32::NEG_INFINITY;
+                        for yy in ya..yb {
+                            for &v in &src[yy * w + xa..yy * w + xb] {
+                                if v > m || (ieee && v.is_nan()) {
+                                    m = v;
+                                }
+                            }
+                        }
+                        m
+                    }
+                    PoolKind::Avg { count_include_pad } => {
+                        let mut s = 0.0f32;
+                        for yy in ya..yb {
+                            s += src[yy * w + xa..yy * w + xb].iter().sum::<f32>();
+                        }
+                        let n = if count_include_pad {
+                            ((y1 - y0) * (x1 - x0)) as f32
+                        } else {
+                            ((yb - ya) * (xb - xa)) as f32
+                        };
+                        s / n
+                    }
+                };
+            }
+        }
+    }
+
     fn out_hw(&self, h: usize, w: usize) -> Result<[usize; 2]> {
         let op = self.op_name();
         let win = &self.window;
@@ -146,48 +186,6 @@ impl OpDef for Pool {
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
         Cost {
             flops: (out.numel() * self.window.kernel[0] * self.window.kernel[1]) as f64,
-        }
-    }
-}
-
-impl Pool {
-    /// Output rows `rows` of one plane (`src`, [h, w]) into `dst`, which
-    /// holds just those rows of `ow` values.
-    fn plane(&self, src: &[f32], [h, w]: [usize; 2], dst: &mut [f32], ow: usize, rows: Range<usize>, ieee: bool) {
-        let win = self.window;
-        if self.kind == PoolKind::Max && !ieee && ow > 0 && win.pad[1] + w <= MAX_ROW && (ow - 1) * win.stride[1] + win.kernel[1] <= MAX_ROW {
-            return max_plane(src, [h, w], dst, ow, rows, &win);
-        }
-        for (oy, drow) in rows.zip(dst.chunks_mut(ow)) {
-            let (y0, y1, ya, yb) = win.span(0, oy, h);
-            for (ox, d) in drow.iter_mut().enumerate() {
-                let (x0, x1, xa, xb) = win.span(1, ox, w);
-                *d = match self.kind {
-                    PoolKind::Max => {
-                        let mut m = f32::NEG_INFINITY;
-                        for yy in ya..yb {
-                            for &v in &src[yy * w + xa..yy * w + xb] {
-                                if v > m || (ieee && v.is_nan()) {
-                                    m = v;
-                                }
-                            }
-                        }
-                        m
-                    }
-                    PoolKind::Avg { count_include_pad } => {
-                        let mut s = 0.0f32;
-                        for yy in ya..yb {
-                            s += src[yy * w + xa..yy * w + xb].iter().sum::<f32>();
-                        }
-                        let n = if count_include_pad {
-                            ((y1 - y0) * (x1 - x0)) as f32
-                        } else {
-                            ((yb - ya) * (xb - xa)) as f32
-                        };
-                        s / n
-                    }
-                };
-            }
         }
     }
 }
