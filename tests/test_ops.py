@@ -884,3 +884,18 @@ def test_reductions_random_axes(sa, keepdims, op, seed):
         if op == "mean":
             acc = acc / (x.size // max(r.size, 1))
         check(got, r, ACC, "fp16", acc=np.reshape(acc, r.shape), what=f"{op}{shape}{axes}")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_skips_nan(stride):
+    """NaN never wins a max pool window, and an all-NaN window gives -inf
+    (the engine's max; OPS.md): numpy's max over the input with NaN read
+    as -inf. Rows wider than one 16-lane vector, strides 1 and 2."""
+    x = np.random.default_rng(7).standard_normal((1, 3, 9, 41)).astype(np.float16)
+    x[0, 0, ::3, ::4] = np.nan
+    x[0, 1, 2:6, 10:15] = np.nan  # holds whole windows
+    net = af.compile(af.max_pool(af.input(x.shape), 3, stride=stride, pad=1))
+    want = pool_ref(np.where(np.isnan(x), -np.inf, x).astype(np.float32), kernel=3, stride=stride, pad=1, kind="max")
+    got = net(x).astype(np.float32)
+    assert np.isneginf(want).any()
+    np.testing.assert_array_equal(got, want)

@@ -212,6 +212,33 @@ fn row_bands(planes: usize, [h, w]: [usize; 2], oh: usize) -> usize {
 /// its two row buffers are cleared for every plane, so not much wider.
 const MAX_ROW: usize = 1024;
 
+/// The max across each window of a row of column maxima `buf` (padding
+/// already -inf in it): output `ox` is the max of `buf[ox·sx..ox·sx + kw]`,
+/// for strides 1 and 2. Sixteen outputs at a time, one vector per window
+/// column (at stride 2, the even lanes of two loads), so nothing is read
+/// at the stride one value at a time: that scalar read was half of
+/// ResNet-18's max pool. NaN never wins, as in [`max_plane`].
+///
+/// # Safety
+/// AVX-512F is available; `buf` holds `(dst.len() - 1)·sx + kw + 32` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn window_max_avx512(buf: &[f32], kw: usize, sx: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let b = buf.as_ptr();
+    for ox in (0..dst.len()).step_by(16) {
+        let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+        for t in 0..kw {
+            let at = b.add(ox * sx + t);
+            let v = if sx == 2 { _mm512_permutex2var_ps(_mm512_loadu_ps(at), evens, _mm512_loadu_ps(at.add(16))) } else { _mm512_loadu_ps(at) };
+            // max(v, m) is m when v is NaN.
+            m = _mm512_max_ps(v, m);
+        }
+        _mm512_mask_storeu_ps(dst.as_mut_ptr().add(ox), crate::sgemm::lane_mask(dst.len() - ox), m);
+    }
+}
+
 /// Max pool of one plane, separably: the max down each window's rows is a
 /// contiguous, vectorised pass into a row buffer (with the padding as -inf
 /// on both sides), then a running max across `kw` neighbours, also
@@ -237,6 +264,12 @@ fn max_plane(src: &[f32], [h, w]: [usize; 2], dst: &mut [f32], ow: usize, rows: 
                     *a = a.max(b);
                 }
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if sx <= 2 && (ow - 1) * sx + kw + 32 <= MAX_ROW && crate::sgemm::has_avx512() {
+            // SAFETY: AVX-512F was detected; `buf` covers every read (checked above).
+            unsafe { window_max_avx512(&buf, kw, sx, drow) };
+            continue;
         }
         // From -inf, so an all-NaN window gives -inf as the engine's max
         // does (NaN never wins), not the NaN a copy of its first value would.
