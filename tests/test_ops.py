@@ -518,6 +518,9 @@ for name, (ref, gen, f, tol) in REDUCE.items():
             )
 
 add("method-mean", lambda x: x.mean((2, 3)), lambda x: x.mean((2, 3)), arg((1, 3, 4, 4)), tol=ACC, acc_bound=lambda x: acc_terms(x, (2, 3)) / 16)
+# Row reductions split across threads from 8K values: a ResNet's global average pool.
+add("split-mean-gap", lambda x: x.mean((2, 3)), lambda x: x.mean((2, 3)), arg((1, 512, 7, 7)), tol=ACC, acc_bound=lambda x: acc_terms(x, (2, 3)) / 49)
+add("split-max-gap", lambda x: af.max(x, axes=(2, 3)), lambda x: x.max(axis=(2, 3)), arg((1, 512, 7, 7)), tol=EXACT)
 add("method-max-keepdims", lambda x: x.max(-1, keepdims=True), lambda x: x.max(-1, keepdims=True), arg((3, 5)), tol=EXACT)
 add("sum-long_row", lambda x: af.sum(x, -1), lambda x: x.sum(-1), arg((2, 257), uniform(0, 1)), tol=ACC, acc_bound=lambda x: acc_terms(x, -1))
 
