@@ -248,6 +248,20 @@ def test_export_writes_package_text_and_weights(tmp_path):
     assert (tmp_path / "n.mil").read_text() == net.mil()
 
 
+def test_export_refuses_a_path_that_is_not_a_package_and_writes_nothing(tmp_path):
+    """A file where the package would go is not overwritten, and neither
+    the text nor the weights beside it are written (or replaced)."""
+    (tmp_path / "m.mlpackage").write_text("mine")
+    (tmp_path / "m.weights").mkdir()
+    (tmp_path / "m.weights" / "keep.txt").write_text("mine too")
+    y = af.relu(af.conv(af.input((1, 4, 8, 8)), np.ones((8, 4, 3, 3), np.float16) / 36, pad=1))
+    with pytest.raises(af.AneForgeError, match="refusing to overwrite"):
+        af.export(y, str(tmp_path / "m.mlpackage"), target="h14")
+    assert (tmp_path / "m.mlpackage").read_text() == "mine"
+    assert (tmp_path / "m.weights" / "keep.txt").read_text() == "mine too"
+    assert not (tmp_path / "m.mil").exists()
+
+
 def test_patch_conv_rewritten_for_a_target_exports_and_validates(oracle_python, tmp_path):  # noqa: F811
     """ViT's 16x16/s16 stem is wider than h16's kernel limit: the target's
     export carries the rewrite (space-to-depth + a 1x1 conv), and

@@ -45,6 +45,6 @@ pub use ir::{
     default_build_info, Argument, Binding, BlobId, Function, NamedType, Operation, Opset, Program,
     Value,
 };
-pub use package::{to_model_proto, write_mlpackage, PackageOptions};
+pub use package::{check_replaceable, to_model_proto, write_mlpackage, PackageOptions};
 pub use text::{to_mil_text, Dialect};
 pub use types::{DType, Tensor, TensorData, TensorType, ALL_DTYPES};

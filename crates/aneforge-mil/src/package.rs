@@ -116,15 +116,9 @@ pub fn write_mlpackage(program: &Program, path: &Path, opts: &PackageOptions) ->
     let model = to_model_proto(program, &weights.locations, &opts.user_metadata)?;
     let model_bytes = model.encode_to_vec();
 
+    check_replaceable(path)?;
     if path.exists() {
-        if path.is_dir() && path.join("Manifest.json").is_file() {
-            std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
-        } else {
-            return Err(Error::invalid(format!(
-                "{} exists and is not an .mlpackage; refusing to overwrite it",
-                path.display()
-            )));
-        }
+        std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
     }
     let coreml = path.join("Data").join("com.apple.CoreML");
     let weights_dir = coreml.join("weights");
@@ -139,6 +133,18 @@ pub fn write_mlpackage(program: &Program, path: &Path, opts: &PackageOptions) ->
         &path.join("Manifest.json"),
         manifest(&model_id, &weights_id).as_bytes(),
     )
+}
+
+/// Refuses a `path` that exists and is not an `.mlpackage` (which
+/// [`write_mlpackage`] would replace), before anything is written.
+pub fn check_replaceable(path: &Path) -> Result<()> {
+    if path.exists() && !(path.is_dir() && path.join("Manifest.json").is_file()) {
+        return Err(Error::invalid(format!(
+            "{} exists and is not an .mlpackage; refusing to overwrite it",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {

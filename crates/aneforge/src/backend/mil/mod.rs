@@ -99,23 +99,35 @@ impl MilProgram {
     /// `weight.bin`), and beside it `<stem>.mil` plus `<stem>.weights/`
     /// holding the text and weights in the form the engine's in-memory
     /// compiler takes, so both can be inspected.
+    ///
+    /// The package and the text form are written at the same time, one per
+    /// core: each is mostly laying out and copying tens of MB of weights.
+    /// ResNet-18 from ONNX to files on an Ice Lake VM: 150-165 ms -> 130-150
+    /// (medians of alternating runs).
     pub fn save(&self, path: &Path, with_text: bool) -> Result<()> {
-        mil::write_mlpackage(&self.program, path, &mil::PackageOptions::default()).map_err(mil_err)?;
-        if with_text {
-            let stem = path.with_extension("");
-            let text_path = stem.with_extension("mil");
-            std::fs::write(&text_path, self.text()?).map_err(|e| file_err(&text_path, e))?;
-            let dir = stem.with_extension("weights");
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
-            }
-            let files = self.weights()?;
-            if !files.is_empty() {
-                std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
-                for (name, bytes) in files {
-                    let p = dir.join(name);
-                    std::fs::write(&p, bytes).map_err(|e| file_err(&p, e))?;
-                }
+        // Nothing is written beside a path the package would refuse.
+        mil::check_replaceable(path).map_err(mil_err)?;
+        let package = || mil::write_mlpackage(&self.program, path, &mil::PackageOptions::default()).map_err(mil_err);
+        let text = || if with_text { self.save_text(path) } else { Ok(()) };
+        let (package, text) = rayon::join(package, text);
+        package.and(text)
+    }
+
+    /// `<stem>.mil` and `<stem>.weights/` beside the package at `path`.
+    fn save_text(&self, path: &Path) -> Result<()> {
+        let stem = path.with_extension("");
+        let text_path = stem.with_extension("mil");
+        std::fs::write(&text_path, self.text()?).map_err(|e| file_err(&text_path, e))?;
+        let dir = stem.with_extension("weights");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+        }
+        let files = self.weights()?;
+        if !files.is_empty() {
+            std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+            for (name, bytes) in files {
+                let p = dir.join(name);
+                std::fs::write(&p, bytes).map_err(|e| file_err(&p, e))?;
             }
         }
         Ok(())
