@@ -1,7 +1,7 @@
 //! The AVX-512 register kernel: an MR×NR = 12×32 tile of C held in 24 zmm
 //! accumulators; per k step two vector loads of B and twelve broadcasts of
 //! A feed 24 FMAs, so the loop is bound by the FMA ports, not by loads.
-//! The full tile's k loop is written in assembly (see `full_tile_loop`);
+//! The full tile's k loop is written in assembly (see `full_tile_fn`);
 //! edge tiles run the same loop compiled from Rust.
 
 use super::{ATile, BTile, TileEpi, MR, NR};
@@ -44,63 +44,72 @@ macro_rules! kstep {
     };
 }
 
-/// [`Lanes::full_tile`] in assembly, for B of `$kind` (`$bk` bytes a k
-/// step): four k steps a trip, then single ones. The compiled loop spent
-/// a dozen integer adds per k step walking twelve row pointers, which on
-/// Intel cores compete with the FMAs for issue slots and ports: this loop
-/// ran 5-20% faster on an Ice Lake Xeon (ViT-B/16 14% faster, in A/B).
-macro_rules! full_tile_loop {
-    ($kind:tt, $bk:literal, $kc:expr, $a:expr, $rs:expr, $b:expr, $ks:expr, $acc:expr) => {{
-        let [[c0, c1], [c2, c3], [c4, c5], [c6, c7], [c8, c9], [c10, c11], [c12, c13], [c14, c15], [c16, c17], [c18, c19], [c20, c21], [c22, c23]] = $acc;
-        let (a, rs): (*const f32, isize) = ($a, $rs);
-        std::arch::asm!(
-            "test {n4}, {n4}",
-            "jz 3f",
-            "2:",
-            kstep!($kind "0"),
-            kstep!($kind "1"),
-            kstep!($kind "2"),
-            kstep!($kind "3"),
-            "add {p0}, 4*{ks}",
-            "add {p3}, 4*{ks}",
-            "add {p6}, 4*{ks}",
-            "add {p9}, 4*{ks}",
-            concat!("add {b}, 4*", $bk),
-            "dec {n4}",
-            "jnz 2b",
-            "3:",
-            "test {n1}, {n1}",
-            "jz 5f",
-            "4:",
-            kstep!($kind "0"),
-            "add {p0}, {ks}",
-            "add {p3}, {ks}",
-            "add {p6}, {ks}",
-            "add {p9}, {ks}",
-            concat!("add {b}, ", $bk),
-            "dec {n1}",
-            "jnz 4b",
-            "5:",
-            p0 = inout(reg) a => _,
-            p3 = inout(reg) a.byte_offset(3 * rs) => _,
-            p6 = inout(reg) a.byte_offset(6 * rs) => _,
-            p9 = inout(reg) a.byte_offset(9 * rs) => _,
-            rs = in(reg) rs,
-            b = inout(reg) $b => _,
-            n4 = inout(reg) $kc / 4 => _,
-            n1 = inout(reg) $kc % 4 => _,
-            ks = const $ks,
-            inout("zmm0") *c0, inout("zmm1") *c1, inout("zmm2") *c2, inout("zmm3") *c3,
-            inout("zmm4") *c4, inout("zmm5") *c5, inout("zmm6") *c6, inout("zmm7") *c7,
-            inout("zmm8") *c8, inout("zmm9") *c9, inout("zmm10") *c10, inout("zmm11") *c11,
-            inout("zmm12") *c12, inout("zmm13") *c13, inout("zmm14") *c14, inout("zmm15") *c15,
-            inout("zmm16") *c16, inout("zmm17") *c17, inout("zmm18") *c18, inout("zmm19") *c19,
-            inout("zmm20") *c20, inout("zmm21") *c21, inout("zmm22") *c22, inout("zmm23") *c23,
-            out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
-            options(nostack, readonly),
-        );
-    }};
+/// Defines `$name`, [`Lanes::full_tile`] in assembly for B of `$elem`
+/// (`$kind`, `$bk` bytes a k step): four k steps a trip, then single
+/// ones. The compiled loop spent a dozen integer adds per k step walking
+/// twelve row pointers, which on Intel cores compete with the FMAs for
+/// issue slots and ports: this loop ran 5-20% faster on an Ice Lake Xeon
+/// (ViT-B/16 13% faster, in A/B). A function of its own because zmm
+/// operands need the `avx512f` feature on the function that holds them
+/// (a build for a baseline CPU has it nowhere else).
+macro_rules! full_tile_fn {
+    ($name:ident, $elem:ty, $kind:tt, $bk:literal) => {
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn $name<const KS: usize>(kc: usize, a: *const f32, rs: isize, b: *const $elem, acc: &mut [[__m512; 2]; MR]) {
+            let [[c0, c1], [c2, c3], [c4, c5], [c6, c7], [c8, c9], [c10, c11], [c12, c13], [c14, c15], [c16, c17], [c18, c19], [c20, c21], [c22, c23]] = acc;
+            std::arch::asm!(
+                "test {n4}, {n4}",
+                "jz 3f",
+                "2:",
+                kstep!($kind "0"),
+                kstep!($kind "1"),
+                kstep!($kind "2"),
+                kstep!($kind "3"),
+                "add {p0}, 4*{ks}",
+                "add {p3}, 4*{ks}",
+                "add {p6}, 4*{ks}",
+                "add {p9}, 4*{ks}",
+                concat!("add {b}, 4*", $bk),
+                "dec {n4}",
+                "jnz 2b",
+                "3:",
+                "test {n1}, {n1}",
+                "jz 5f",
+                "4:",
+                kstep!($kind "0"),
+                "add {p0}, {ks}",
+                "add {p3}, {ks}",
+                "add {p6}, {ks}",
+                "add {p9}, {ks}",
+                concat!("add {b}, ", $bk),
+                "dec {n1}",
+                "jnz 4b",
+                "5:",
+                p0 = inout(reg) a => _,
+                p3 = inout(reg) a.byte_offset(3 * rs) => _,
+                p6 = inout(reg) a.byte_offset(6 * rs) => _,
+                p9 = inout(reg) a.byte_offset(9 * rs) => _,
+                rs = in(reg) rs,
+                b = inout(reg) b => _,
+                n4 = inout(reg) kc / 4 => _,
+                n1 = inout(reg) kc % 4 => _,
+                ks = const KS,
+                inout("zmm0") *c0, inout("zmm1") *c1, inout("zmm2") *c2, inout("zmm3") *c3,
+                inout("zmm4") *c4, inout("zmm5") *c5, inout("zmm6") *c6, inout("zmm7") *c7,
+                inout("zmm8") *c8, inout("zmm9") *c9, inout("zmm10") *c10, inout("zmm11") *c11,
+                inout("zmm12") *c12, inout("zmm13") *c13, inout("zmm14") *c14, inout("zmm15") *c15,
+                inout("zmm16") *c16, inout("zmm17") *c17, inout("zmm18") *c18, inout("zmm19") *c19,
+                inout("zmm20") *c20, inout("zmm21") *c21, inout("zmm22") *c22, inout("zmm23") *c23,
+                out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
+                options(nostack, readonly),
+            );
+        }
+    };
 }
+
+full_tile_fn!(full_tile_f32, f32, f32, 128);
+full_tile_fn!(full_tile_f16, half::f16, f16, 64);
 
 /// The first `n` (of 16) lanes of a vector.
 #[inline(always)]
@@ -140,7 +149,7 @@ trait Lanes: Copy {
 impl Lanes for f32 {
     #[inline(always)]
     unsafe fn full_tile<const KS: usize>(kc: usize, a: *const f32, rs: isize, b: *const f32, acc: &mut [[__m512; 2]; MR]) {
-        full_tile_loop!(f32, 128, kc, a, rs, b, KS, acc)
+        full_tile_f32::<KS>(kc, a, rs, b, acc)
     }
     #[inline(always)]
     unsafe fn load16(p: *const f32) -> __m512 {
@@ -151,7 +160,7 @@ impl Lanes for f32 {
 impl Lanes for half::f16 {
     #[inline(always)]
     unsafe fn full_tile<const KS: usize>(kc: usize, a: *const f32, rs: isize, b: *const half::f16, acc: &mut [[__m512; 2]; MR]) {
-        full_tile_loop!(f16, 64, kc, a, rs, b, KS, acc)
+        full_tile_f16::<KS>(kc, a, rs, b, acc)
     }
     #[inline(always)]
     unsafe fn load16(p: *const half::f16) -> __m512 {
