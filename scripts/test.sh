@@ -30,6 +30,16 @@ step "cargo test"
 export ANEFORGE_REQUIRE_MINILM=1
 cargo test --workspace --release
 
+step "type-check a build for a baseline x86-64 CPU"
+# The build above is tuned for this machine (target-cpu=native). A build
+# for a CPU without AVX-512 must still compile: the sim's AVX-512 kernels
+# are chosen at run time, and their assembly needs the feature declared on
+# its own functions, which a native build on an AVX-512 host never checks.
+if [ "$(uname -m)" = x86_64 ]; then
+    RUSTFLAGS="-C target-cpu=x86-64-v2" cargo check --quiet -p aneforge --target-dir target/baseline
+    echo "aneforge type-checks for target-cpu=x86-64-v2"
+fi
+
 step "type-check the ane backend for macOS (best effort)"
 # The engine path only compiles for Apple targets; it is type-checked here,
 # never run. A host that cannot fetch the target says so and goes on.
