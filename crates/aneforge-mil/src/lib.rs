@@ -39,7 +39,7 @@ pub mod types;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub mod proto;
 
-pub use blob::{plan_locations, write_weights, BlobLocation, BlobWriter, WeightLayout, Weights};
+pub use blob::{plan_locations, write_weight_files, write_weights, BlobLocation, BlobWriter, WeightLayout, Weights};
 pub use error::{Error, Result};
 pub use ir::{
     default_build_info, Argument, Binding, BlobId, Function, NamedType, Operation, Opset, Program,

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use prost::Message as _;
 
-use crate::blob::{write_weights, BlobLocation, WeightLayout};
+use crate::blob::{plan_locations, write_weight_files, BlobLocation, WeightLayout};
 use crate::error::{Error, Result};
 use crate::ir::{Argument, Binding, Function, Operation, Program, Value};
 use crate::proto::core_ml::specification as spec;
@@ -112,8 +112,8 @@ pub fn to_model_proto(
 /// The output is deterministic: the manifest's identifiers are derived from
 /// the content.
 pub fn write_mlpackage(program: &Program, path: &Path, opts: &PackageOptions) -> Result<()> {
-    let weights = write_weights(program, opts.layout)?;
-    let model = to_model_proto(program, &weights.locations, &opts.user_metadata)?;
+    let locations = plan_locations(program, opts.layout)?;
+    let model = to_model_proto(program, &locations, &opts.user_metadata)?;
     let model_bytes = model.encode_to_vec();
 
     check_replaceable(path)?;
@@ -124,9 +124,7 @@ pub fn write_mlpackage(program: &Program, path: &Path, opts: &PackageOptions) ->
     let weights_dir = coreml.join("weights");
     std::fs::create_dir_all(&weights_dir).map_err(|e| Error::io(&weights_dir, e))?;
     write_file(&coreml.join("model.mlmodel"), &model_bytes)?;
-    for (name, bytes) in &weights.files {
-        write_file(&weights_dir.join(name), bytes)?;
-    }
+    write_weight_files(program, opts.layout, &weights_dir)?;
     let model_id = uuid_from(&model_bytes, 0x6d6f_6465_6c00_0001);
     let weights_id = uuid_from(&model_bytes, 0x7765_6967_6874_0002);
     write_file(

@@ -1,5 +1,6 @@
 //! Element types, tensor types and tensor data of the MIL IR.
 
+use std::borrow::Cow;
 use half::f16;
 
 use crate::error::{Error, Result};
@@ -379,6 +380,13 @@ impl Tensor {
     /// first: exactly what a blob payload (and a proto `bytes` immediate)
     /// holds. Errors for strings, which have no fixed-width encoding.
     pub fn to_le_bytes(&self) -> Result<Vec<u8>> {
+        self.le_bytes().map(Cow::into_owned)
+    }
+
+    /// [`Tensor::to_le_bytes`], borrowing the data itself where it already
+    /// is that encoding (every fixed-width type on a little-endian host):
+    /// a blob of tens of MB is then written without a copy.
+    pub fn le_bytes(&self) -> Result<Cow<'_, [u8]>> {
         let dtype = self.dtype();
         if dtype.is_sub_byte() {
             let bits = dtype.bit_width().unwrap_or(8);
@@ -387,18 +395,18 @@ impl Tensor {
                 TensorData::I8(v) => v.iter().map(|&x| (x as u8) & 0x0f).collect(),
                 _ => return Err(Error::invalid("sub-byte tensor without byte data")),
             };
-            return Ok(pack_bits(&values, bits));
+            return Ok(Cow::Owned(pack_bits(&values, bits)));
         }
         Ok(match &self.data {
-            TensorData::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
-            TensorData::U8(v) => v.clone(),
-            TensorData::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            TensorData::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            TensorData::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            TensorData::Bool(v) => v.iter().map(|&x| u8::from(x)).collect(),
+            TensorData::F16(v) => le(v),
+            TensorData::F32(v) => le(v),
+            TensorData::I8(v) => le(v),
+            TensorData::U8(v) => Cow::Borrowed(v.as_slice()),
+            TensorData::I16(v) => le(v),
+            TensorData::U16(v) => le(v),
+            TensorData::I32(v) => le(v),
+            TensorData::U32(v) => le(v),
+            TensorData::Bool(v) => Cow::Owned(v.iter().map(|&x| u8::from(x)).collect()),
             TensorData::Str(_) => {
                 return Err(Error::invalid("string tensors have no byte encoding"))
             }
@@ -462,6 +470,19 @@ pub(crate) fn pack_bits(values: &[u8], bits: u32) -> Vec<u8> {
     out
 }
 
+/// Values as little-endian bytes: their own memory on a little-endian
+/// host, a swapped copy elsewhere.
+fn le<T: bytemuck::Pod>(values: &[T]) -> Cow<'_, [u8]> {
+    let bytes: &[u8] = bytemuck::cast_slice(values);
+    if cfg!(target_endian = "little") {
+        return Cow::Borrowed(bytes);
+    }
+    let size = std::mem::size_of::<T>();
+    let mut out = bytes.to_vec();
+    out.chunks_exact_mut(size).for_each(|c| c.reverse());
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,3 +504,4 @@ mod tests {
         assert!(Tensor::fp32([usize::MAX, 2], vec![]).is_err());
     }
 }
+
