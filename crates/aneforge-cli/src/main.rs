@@ -194,10 +194,10 @@ fn compile(model: &Path, target: &str, out: &Path) -> Result<()> {
     let imp = load(model)?;
     let t0 = Instant::now();
     let outs: Vec<Tensor> = imp.outputs.iter().map(|(_, t)| t.clone()).collect();
-    let opts = aneforge::CompileOptions { target: Some(t), prepare_kernels: false, ..Default::default() };
-    let compiled = aneforge::compile(&outs, opts)?;
+    let opts = aneforge::CompileOptions { target: Some(t), ..Default::default() };
+    let compiled = aneforge::compile_graph(&outs, opts)?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
-    let program = aneforge::backend::mil::lower_compiled(&compiled)?;
+    let program = aneforge::backend::mil::lower_compiled_graph(&compiled)?;
     let package = out.join("model.mlpackage");
     program.save(&package, true)?;
     outln!("compiled for {} in {:.1} ms", target.to_lowercase(), t0.elapsed().as_secs_f64() * 1e3);

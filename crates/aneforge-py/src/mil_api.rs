@@ -6,7 +6,7 @@
 use super::{outputs_of, PyNet};
 use crate::convert::origin;
 use crate::errors::{af_err, guard, IntoPy};
-use aneforge::backend::mil::{lower_compiled, MilProgram, PortPlan};
+use aneforge::backend::mil::{lower_compiled, lower_compiled_graph, MilProgram, PortPlan};
 use aneforge::{CompileOptions, Compiled};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -112,10 +112,10 @@ pub fn export<'py>(py: Python<'py>, out: &Bound<'py, PyAny>, path: PathBuf, targ
         Some(name) => Some(aneforge::target::resolve(name).py()?),
         None => None,
     };
-    let opts = CompileOptions { target, prepare_kernels: false, ..Default::default() };
+    let opts = CompileOptions { target, ..Default::default() };
     let org = origin(py);
-    let compiled = py.detach(|| guard("export", || aneforge::error::with_origin(org, || aneforge::compile(&outs, opts)).py()))?;
-    let m = lower(&compiled)?;
+    let compiled = py.detach(|| guard("export", || aneforge::error::with_origin(org, || aneforge::compile_graph(&outs, opts)).py()))?;
+    let m = guard("MIL lowering", || lower_compiled_graph(&compiled).py())?;
     save(&m, path, with_text)?;
     plan_dict(py, &m)
 }

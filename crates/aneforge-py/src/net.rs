@@ -88,7 +88,7 @@ pub fn compile(
         None => aneforge::target::detect().py()?,
     };
     let target_name = target.as_ref().map(|t| t.lower_name());
-    let opts = CompileOptions { precision: Precision::parse(precision).py()?, numerics: Numerics::parse(numerics).py()?, optimize, target, prepare_kernels: true };
+    let opts = CompileOptions { precision: Precision::parse(precision).py()?, numerics: Numerics::parse(numerics).py()?, optimize, target };
     let org = origin(py);
     let compiled = py.detach(|| aneforge::error::with_origin(org, || aneforge::compile(&outs, opts))).py()?;
     let state = compiled.program.new_state();

@@ -53,16 +53,11 @@ pub struct CompileOptions {
     /// runs inside the compile breaker. None: no validation (the sim runs
     /// anything).
     pub target: Option<crate::target::Target>,
-    /// Do the sim kernels' compile-time work (packed and transformed
-    /// weights). Off when only the graph is wanted, as for a MIL export:
-    /// ResNet-18's packing is a third of its ONNX-to-package time. The
-    /// program still runs without it, more slowly.
-    pub prepare_kernels: bool,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { precision: Precision::Fp16, numerics: Numerics::Ane, optimize: true, target: None, prepare_kernels: true }
+        CompileOptions { precision: Precision::Fp16, numerics: Numerics::Ane, optimize: true, target: None }
     }
 }
 
@@ -95,7 +90,21 @@ fn port_names(g: &Graph, ids: &[usize], prefix: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-pub fn compile(outputs: &[Tensor], options: CompileOptions) -> Result<Compiled> {
+/// A compile that stops before the sim plan: the target-checked,
+/// optimised graph and its port names, which is all a MIL export lowers.
+/// Planning the sim as well copies and fp16-rounds every weight: a sixth
+/// of ResNet-18's ONNX-to-package time, for a program nobody runs.
+pub struct CompiledGraph {
+    pub graph: Graph,
+    pub input_names: Vec<String>,
+    pub output_names: Vec<String>,
+    pub options: CompileOptions,
+    /// As [`Compiled::report`].
+    pub report: Option<crate::target::Report>,
+}
+
+/// [`compile`] up to the sim plan (see [`CompiledGraph`]).
+pub fn compile_graph(outputs: &[Tensor], options: CompileOptions) -> Result<CompiledGraph> {
     let g = Graph::from_outputs(outputs)?;
     let inputs = g.inputs();
     let input_names = port_names(&g, &inputs, "input")?;
@@ -103,18 +112,16 @@ pub fn compile(outputs: &[Tensor], options: CompileOptions) -> Result<Compiled> 
     // Target checks before lowering: every violation at once, rewrites listed.
     let target = options.target.as_ref();
     let (g, mut report) = crate::target::prepare(g, target)?;
-    let ctx = EvalCtx { fp16: options.precision == Precision::Fp16, ieee: options.numerics == Numerics::Ieee, weights_cached: false };
-    let (g, program) = crate::target::run_in_breaker(target, || {
-        let g = if options.optimize { crate::passes::optimize(g)? } else { g };
-        let program = if options.prepare_kernels {
-            SimProgram::new(&g, &input_names, &output_names, ctx)?
-        } else {
-            SimProgram::new_unprepared(&g, &input_names, &output_names, ctx)?
-        };
-        Ok((g, program))
-    })?;
+    let g = crate::target::run_in_breaker(target, || if options.optimize { crate::passes::optimize(g) } else { Ok(g) })?;
     if let (Some(r), Some(t)) = (report.as_mut(), target) {
         r.estimate = Some(crate::target::estimate_graph(&g, t));
     }
-    Ok(Compiled { graph: g, program, input_names, output_names, options, report })
+    Ok(CompiledGraph { graph: g, input_names, output_names, options, report })
+}
+
+pub fn compile(outputs: &[Tensor], options: CompileOptions) -> Result<Compiled> {
+    let CompiledGraph { graph, input_names, output_names, options, report } = compile_graph(outputs, options)?;
+    let ctx = EvalCtx { fp16: options.precision == Precision::Fp16, ieee: options.numerics == Numerics::Ieee, weights_cached: false };
+    let program = SimProgram::new(&graph, &input_names, &output_names, ctx)?;
+    Ok(Compiled { graph, program, input_names, output_names, options, report })
 }

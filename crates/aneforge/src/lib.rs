@@ -23,7 +23,7 @@ pub mod train;
 pub mod target;
 
 pub use autograd::{grad, grad_with_seed};
-pub use compile::{compile, CompileOptions, Compiled, Numerics, Precision};
+pub use compile::{compile, compile_graph, CompileOptions, Compiled, CompiledGraph, Numerics, Precision};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use fact::Fact;

@@ -46,12 +46,13 @@ pub mod io;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use aneforge_mil as mil;
 use aneforge_mil::{Argument, DType as MDType, Dialect, Function, NamedType, Opset, Program, Tensor as MTensor, TensorType, WeightLayout};
 use half::f16;
 
-use crate::compile::Compiled;
+use crate::compile::{CompileOptions, Compiled, CompiledGraph};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fact::Fact;
@@ -122,15 +123,11 @@ impl MilProgram {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
         }
-        let files = self.weights()?;
-        if !files.is_empty() {
-            std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
-            for (name, bytes) in files {
-                let p = dir.join(name);
-                std::fs::write(&p, bytes).map_err(|e| file_err(&p, e))?;
-            }
+        if self.program.blobs().is_empty() {
+            return Ok(());
         }
-        Ok(())
+        std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+        mil::write_weight_files(&self.program, WeightLayout::FilePerBlob, &dir).map_err(mil_err)
     }
 }
 
@@ -198,7 +195,11 @@ pub struct MilCtx<'p> {
     /// Constants not yet emitted: a graph constant becomes a `const` op only
     /// when some op reads it by name, so a weight a lowering re-lays out
     /// (linear's transposed weight) is not stored twice.
-    pending: HashMap<String, MTensor>,
+    /// Graph constants not yet emitted: a constant a lowering folds into
+    /// its op (a conv's weight) is never converted or written.
+    pending: HashMap<String, (Arc<Vec<f32>>, MDType, Vec<usize>)>,
+    /// The first pending constant that could not be made a MIL tensor.
+    failed: Option<Error>,
 }
 
 impl MilCtx<'_> {
@@ -279,13 +280,7 @@ impl MilCtx<'_> {
     /// A constant tensor of element type `d` from f32 data (blob-placed
     /// when large).
     pub fn tensor(&mut self, base: &str, d: MDType, shape: &[usize], data: &[f32]) -> Result<Argument> {
-        let t = match d {
-            MDType::Fp32 => MTensor::fp32(shape.to_vec(), data.to_vec()),
-            MDType::Bool => MTensor::new(MDType::Bool, shape.to_vec(), mil::TensorData::Bool(data.iter().map(|&v| v != 0.0).collect())),
-            MDType::Int32 => MTensor::int32(shape.to_vec(), data.iter().map(|&v| v as i32).collect()),
-            _ => MTensor::fp16(shape.to_vec(), data.iter().map(|&v| f16::from_f32(v)).collect()),
-        }
-        .map_err(mil_err)?;
+        let t = mil_tensor(d, shape.to_vec(), data)?;
         Ok(Argument::name(self.constant(base, t)?))
     }
 
@@ -346,7 +341,15 @@ impl MilCtx<'_> {
 
     /// Emits a pending graph constant the first time it is read.
     fn materialize(&mut self, name: &str) {
-        if let Some(t) = self.pending.remove(name) {
+        if let Some((data, d, shape)) = self.pending.remove(name) {
+            // `op` returns no Result: a failure is kept for `lower` to report.
+            let t = match mil_tensor(d, shape, &data) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.failed.get_or_insert(e);
+                    return;
+                }
+            };
             // auto_value only fails for dtypes blobs cannot hold, which it
             // then keeps inline; fall back to inline the same way.
             let v = match self.program.auto_value(t.clone()) {
@@ -407,8 +410,16 @@ pub fn ident(s: &str) -> String {
 /// Lowers a compiled program (its optimised graph and port names) for
 /// `tier` (the target's family number; None: the default dialect).
 pub fn lower_compiled(c: &Compiled) -> Result<MilProgram> {
-    let tier = c.options.target.as_ref().map(|t| t.tier);
-    lower(&c.graph, &c.input_names, &c.output_names, tier)
+    lower(&c.graph, &c.input_names, &c.output_names, tier_of(&c.options))
+}
+
+/// [`lower_compiled`] for a compile that skipped the sim plan.
+pub fn lower_compiled_graph(c: &CompiledGraph) -> Result<MilProgram> {
+    lower(&c.graph, &c.input_names, &c.output_names, tier_of(&c.options))
+}
+
+fn tier_of(options: &CompileOptions) -> Option<u8> {
+    options.target.as_ref().map(|t| t.tier)
 }
 
 /// Lowers `g` to one MIL program (module docs for the rules).
@@ -430,7 +441,7 @@ pub fn lower(g: &Graph, input_names: &[String], output_names: &[String], tier: O
     let in_ids = g.inputs();
     let in_mil: Vec<String> = input_names.iter().map(|n| port_mil(n, &mut used)).collect();
     let out_mil: Vec<String> = output_names.iter().map(|n| port_mil(n, &mut used)).collect();
-    let mut cx = MilCtx { program: &mut program, f: Function::new(), opset, tier, used, result: String::new(), notes: vec![], pending: HashMap::new() };
+    let mut cx = MilCtx { program: &mut program, f: Function::new(), opset, tier, used, result: String::new(), notes: vec![], pending: HashMap::new(), failed: None };
 
     // Graph node → MIL name of its value.
     let mut names: Vec<Option<String>> = vec![None; g.nodes.len()];
@@ -469,14 +480,14 @@ pub fn lower(g: &Graph, input_names: &[String], output_names: &[String], tier: O
         if names[i].is_some() || uses[i] == 0 {
             continue;
         }
-        let consts: Vec<Option<Vec<f32>>> = node.inputs.iter().map(|&j| const_data(&g.nodes[j].op)).collect();
+        let consts: Vec<Option<Arc<Vec<f32>>>> = node.inputs.iter().map(|&j| const_data(&g.nodes[j].op)).collect();
         let ins: Vec<Val> = node
             .inputs
             .iter()
             .zip(&consts)
             .map(|(&j, c)| {
                 let name = names[j].clone().ok_or_else(|| Error::Compile(format!("MIL lowering: node {j} used before it was lowered")))?;
-                Ok(Val { name, fact: &g.nodes[j].fact, konst: c.as_deref() })
+                Ok(Val { name, fact: &g.nodes[j].fact, konst: c.as_ref().map(|v| v.as_slice()) })
             })
             .collect::<Result<_>>()?;
         cx.result = match direct.get(&i) {
@@ -505,6 +516,9 @@ pub fn lower(g: &Graph, input_names: &[String], output_names: &[String], tier: O
         }
         cx.f.output(out_mil[k].clone());
     }
+    if let Some(e) = cx.failed.take() {
+        return Err(e);
+    }
     let notes = std::mem::take(&mut cx.notes);
     let f = std::mem::take(&mut cx.f);
     program.add_function("main", f);
@@ -527,10 +541,10 @@ fn at_node(e: Error, node: &crate::graph::Node) -> Error {
 /// Constant data of a source node, for lowerings that need compile-time
 /// values. A parameter is baked with its current value: a MIL export is an
 /// inference snapshot.
-fn const_data(op: &Op) -> Option<Vec<f32>> {
+fn const_data(op: &Op) -> Option<Arc<Vec<f32>>> {
     match op {
-        Op::Const(c) => Some(c.data.to_vec()),
-        Op::Param(p) => Some(p.values()),
+        Op::Const(c) => Some(c.data.clone()),
+        Op::Param(p) => Some(Arc::new(p.values())),
         _ => None,
     }
 }
@@ -541,8 +555,8 @@ impl LowerMil for Op {
     fn lower_mil(&self, cx: &mut MilCtx, ins: &[Val], out: &Fact) -> Result<String> {
         match self {
             Op::Input(_) => Err(Error::Compile("MIL lowering: an input reached the op walk".into())),
-            Op::Const(c) => lower_const(cx, &c.data, out),
-            Op::Param(p) => lower_const(cx, &p.values(), out),
+            Op::Const(c) => lower_const(cx, c.data.clone(), out),
+            Op::Param(p) => lower_const(cx, Arc::new(p.values()), out),
             Op::Unary(x) => x.lower_mil(cx, ins, out),
             Op::Binary(x) => x.lower_mil(cx, ins, out),
             Op::Where(x) => x.lower_mil(cx, ins, out),
@@ -574,17 +588,27 @@ impl LowerMil for Op {
     }
 }
 
-fn lower_const(cx: &mut MilCtx, data: &[f32], out: &Fact) -> Result<String> {
-    let d = repr(out.dtype);
-    let t = match d {
-        MDType::Fp32 => MTensor::fp32(out.shape.clone(), data.to_vec()),
-        MDType::Bool => MTensor::new(MDType::Bool, out.shape.clone(), mil::TensorData::Bool(data.iter().map(|&v| v != 0.0).collect())),
-        _ => MTensor::fp16(out.shape.clone(), data.iter().map(|&v| f16::from_f32(v)).collect()),
-    }
-    .map_err(mil_err)?;
+fn lower_const(cx: &mut MilCtx, data: Arc<Vec<f32>>, out: &Fact) -> Result<String> {
     let name = cx.result();
-    cx.pending.insert(name.clone(), t);
+    cx.pending.insert(name.clone(), (data, repr(out.dtype), out.shape.clone()));
     Ok(name)
+}
+
+/// A MIL tensor of element type `d` from f32 values (fp16 for every
+/// narrower float, converted with the vector routine: the scalar one was a
+/// tenth of ResNet-18's export).
+fn mil_tensor(d: MDType, shape: Vec<usize>, data: &[f32]) -> Result<MTensor> {
+    match d {
+        MDType::Fp32 => MTensor::fp32(shape, data.to_vec()),
+        MDType::Bool => MTensor::new(MDType::Bool, shape, mil::TensorData::Bool(data.iter().map(|&v| v != 0.0).collect())),
+        MDType::Int32 => MTensor::int32(shape, data.iter().map(|&v| v as i32).collect()),
+        _ => {
+            let mut h = vec![f16::ZERO; data.len()];
+            crate::numerics::f32_to_f16(data, &mut h);
+            MTensor::fp16(shape, h)
+        }
+    }
+    .map_err(mil_err)
 }
 
 /// Shape as i64s for `ints`.

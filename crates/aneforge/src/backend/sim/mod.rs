@@ -100,13 +100,7 @@ fn memory_limit() -> u128 {
 impl SimProgram {
     /// Plans buffers for `g`. `names` gives each input and output its port name.
     pub fn new(g: &Graph, input_names: &[String], output_names: &[String], ctx: EvalCtx) -> Result<SimProgram> {
-        Self::plan(g, input_names, output_names, ctx, None, true)
-    }
-
-    /// Plans `g` without the kernels' compile-time work (see
-    /// `CompileOptions::prepare_kernels`).
-    pub fn new_unprepared(g: &Graph, input_names: &[String], output_names: &[String], ctx: EvalCtx) -> Result<SimProgram> {
-        Self::plan(g, input_names, output_names, ctx, None, false)
+        Self::plan(g, input_names, output_names, ctx, None)
     }
 
     /// Plans `g` with its parameters resident: each gets a private slot,
@@ -132,7 +126,7 @@ impl SimProgram {
                 ));
             }
         }
-        Self::plan(g, input_names, output_names, ctx, Some(updates), true)
+        Self::plan(g, input_names, output_names, ctx, Some(updates))
     }
 
     fn plan(
@@ -141,7 +135,6 @@ impl SimProgram {
         output_names: &[String],
         ctx: EvalCtx,
         resident: Option<&[(Param, usize)]>,
-        prepare: bool,
     ) -> Result<SimProgram> {
         let n = g.nodes.len();
         // A reshape is no step: its value is its input's buffer under
@@ -277,7 +270,7 @@ impl SimProgram {
             let mut in_shapes: Vec<Vec<usize>> = facts.iter().map(|f| f.shape.clone()).collect();
             let const_data: Vec<Option<&[f32]>> =
                 ins.iter().map(|l| if let Loc::Const(c) = l { Some(consts[*c].as_slice()) } else { None }).collect();
-            let extra = if prepare { node.op.prepare(&facts, &const_data, &node.fact) } else { None };
+            let extra = node.op.prepare(&facts, &const_data, &node.fact);
             if let Some(extra) = extra {
                 in_shapes.push(vec![extra.len()]);
                 consts.push(Arc::new(extra));
