@@ -7,7 +7,7 @@ use super::linalg::{after_epilogue, epilogue_act, epilogue_planes};
 use super::{expect_float, Cost, EvalCtx, OpDef, View};
 use crate::error::{Error, Result};
 use crate::fact::{fmt_shape, Fact};
-use super::im2col::{im2col, im2col_serial, Im2col};
+use super::im2col::{im2col, im2col_serial, Padded, PaddedIm2col};
 use crate::numerics::round_f16_slice;
 use crate::sgemm::{sgemm, Epilogue, Mat, Operand, PackedData, Residual};
 use rayon::prelude::*;
@@ -135,15 +135,21 @@ impl OpDef for Conv {
         if self.is_winograd(ins[0].shape[1], out) {
             return super::winograd::scratch_len(ins[0].shape[1], out.shape[1], out.shape[2], out.shape[3]);
         }
-        // Room for the transposed GEMM's output, before it is transposed.
+        let cg = ins[0].shape[1] / self.groups;
+        let padded = Padded::new([ins[0].shape[2], ins[0].shape[3]], &self.window).len(cg);
+        // Room for the transposed GEMM's output, before it is transposed,
+        // and for the padded input it unfolds.
         if self.is_transposed(ins[0].shape[1], out) {
-            return out.numel() / out.shape[0];
+            return out.numel() / out.shape[0] + padded;
         }
-        // The AVX-512 GEMM unfolds the input panel by panel (see `eval`).
-        if self.is_pointwise() || self.is_depthwise(ins[0].shape[1], out.shape[1]) || crate::sgemm::packs_constants() {
+        if self.is_pointwise() || self.is_depthwise(ins[0].shape[1], out.shape[1]) {
             return 0;
         }
-        let cg = ins[0].shape[1] / self.groups;
+        // The AVX-512 GEMM unfolds a padded copy of the input panel by
+        // panel (see `eval`); otherwise the unfolded input is written out.
+        if crate::sgemm::packs_constants() {
+            return padded;
+        }
         cg * self.window.kernel[0] * self.window.kernel[1] * out.shape[2] * out.shape[3]
     }
 
@@ -194,11 +200,14 @@ impl OpDef for Conv {
             // Outputᵀ [plane, o] = unfolded inputᵀ · weightᵀ, then transposed
             // into place: the positions take the GEMM's 12-row side. A
             // residual is added after the transpose, and the clamp with it.
-            let (ct, wt) = (&mut scratch[..plane * o], Operand::packed_rhs(&PackedData::new(wt), o));
+            let (ct, xp) = scratch.split_at_mut(plane * o);
+            let wt = Operand::packed_rhs(&PackedData::new(wt), o);
+            let geo = Padded::new([h, wd], &self.window);
             let epi = Epilogue { col_bias: self.bias.then(|| ins[2].data), clamp: clamp.filter(|_| !self.residual), round, ..Default::default() };
             for b in 0..n {
                 let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
-                let source = Im2col::new(xin, [h, wd], [oh, ow], &self.window);
+                geo.fill(xin, [h, wd], &self.window, xp);
+                let source = PaddedIm2col::new(xp, geo, [oh, ow], &self.window, ctx.fp16);
                 // SAFETY: the source is [kk, plane] (so [plane, kk] as A), wt is [kk, o], ct is [plane, o].
                 unsafe { sgemm(plane, o, kk, Operand::source(&source), wt, ct.as_mut_ptr(), o, false, epi, true) };
                 let dst = &mut out[b * o * plane..(b + 1) * o * plane];
@@ -233,7 +242,9 @@ impl OpDef for Conv {
                     let cols = if self.is_pointwise() {
                         Operand::Strided(Mat::rows(xin, plane))
                     } else if crate::sgemm::packs_constants() {
-                        source = Im2col::new(xin, [h, wd], [oh, ow], &self.window).of_fp16(ctx.fp16);
+                        let geo = Padded::new([h, wd], &self.window);
+                        geo.fill(xin, [h, wd], &self.window, scratch);
+                        source = PaddedIm2col::new(scratch, geo, [oh, ow], &self.window, ctx.fp16);
                         Operand::source(&source)
                     } else {
                         let s = &mut scratch[..kk * plane];

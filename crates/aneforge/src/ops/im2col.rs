@@ -2,8 +2,9 @@
 //! (channel, kernel y, kernel x) and whose columns are output positions, so
 //! the convolution is one GEMM with the [O, C·kh·kw] weight. Written out
 //! whole ([`im2col`]) for the weight gradient and machines without the
-//! AVX-512 GEMM; otherwise made a micro-panel at a time by [`Im2col`] as
-//! the GEMM packs its right operand, and never stored.
+//! AVX-512 GEMM; otherwise made a micro-panel at a time by [`PaddedIm2col`]
+//! as the GEMM packs an operand, from a zero-padded copy of the input
+//! ([`Padded`]), and never stored.
 
 use super::conv::Window;
 use crate::sgemm::{PanelSource, NR};
@@ -56,65 +57,19 @@ fn im2col_row(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window,
     }
 }
 
-/// The unfolded input of one image (and group) as a GEMM [`PanelSource`].
-pub(super) struct Im2col<'a> {
-    x: &'a [f32],
-    hw: [usize; 2],
-    ohw: [usize; 2],
-    win: &'a Window,
-    /// Every value of `x` is an fp16 value (the sim stores fp16).
-    fp16: bool,
-}
-
-/// The lines one 16-lane group of a panel reads along (see
-/// `panel_avx512`): per line, its lanes and the plane offset its lane 0
-/// would read, so lane l reads `origin + l·sx`. `count == 0`: gather.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-struct Lines {
-    lines: [(u16, i32); MAX_LINES],
-    count: usize,
-}
-
-/// Lines per group beyond which a gather is as cheap.
-const MAX_LINES: usize = 4;
-
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-impl Lines {
-    /// Splits lanes `l0..l1` (offsets `at`) into runs stepping by `sx`.
-    fn of(at: &[i32; NR], l0: usize, l1: usize, sx: usize) -> Lines {
-        let mut out = Lines { lines: [(0, 0); MAX_LINES], count: 0 };
-        if sx > 2 {
-            return out;
+/// (channel, ky, kx) of unfolded rows `pc..pc + kc`, counted up rather
+/// than divided out: three divisions per row were a third of a panel's time.
+fn window_rows(win: &Window, pc: usize, kc: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let [kh, kw] = win.kernel;
+    let mut at = (pc / (kh * kw), (pc / kw) % kh, pc % kw);
+    (0..kc).map(move |_| {
+        let here = at;
+        at.2 += 1;
+        if at.2 == kw {
+            at = if at.1 + 1 == kh { (at.0 + 1, 0, 0) } else { (at.0, at.1 + 1, 0) };
         }
-        let mut l = l0;
-        while l < l1 {
-            let mut e = l + 1;
-            while e < l1 && at[e] == at[e - 1] + sx as i32 {
-                e += 1;
-            }
-            if out.count == MAX_LINES {
-                out.count = 0;
-                return out;
-            }
-            let lanes = (((1u32 << (e - l0)) - 1) & !((1u32 << (l - l0)) - 1)) as u16;
-            out.lines[out.count] = (lanes, at[l] - ((l - l0) * sx) as i32);
-            out.count += 1;
-            l = e;
-        }
-        out
-    }
-}
-
-impl<'a> Im2col<'a> {
-    /// `x` is [C, H, W]; `ohw` the output size of `win` over it.
-    pub fn new(x: &'a [f32], hw: [usize; 2], ohw: [usize; 2], win: &'a Window) -> Im2col<'a> {
-        Im2col { x, hw, ohw, win, fp16: false }
-    }
-
-    /// The same, declaring that `x` holds fp16 values only.
-    pub fn of_fp16(self, fp16: bool) -> Im2col<'a> {
-        Im2col { fp16, ..self }
-    }
+        here
+    })
 }
 
 /// The output columns `lo..hi` whose input column (kernel column `kj`)
@@ -127,7 +82,243 @@ fn in_bounds(w: usize, ow: usize, win: &Window, kj: usize) -> (usize, usize) {
     (lo, hi)
 }
 
-impl PanelSource for Im2col<'_> {
+/// Floats of zeros before and after a [`Padded`] copy, so that a masked
+/// vector load starting up to 15 lanes before a run, or ending 15 after
+/// it, still addresses the buffer.
+const SLACK: usize = 16;
+
+/// Where a [`Padded`] copy keeps each value: the input with its padding
+/// written out as zeros and its columns split by phase (column mod the
+/// horizontal stride), so that one output row's inputs for any kernel
+/// tap are consecutive floats at every stride.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Padded {
+    /// Padded rows, and columns per phase.
+    hp: usize,
+    wq: usize,
+    /// Horizontal stride: the number of phases.
+    sx: usize,
+}
+
+impl Padded {
+    pub fn new([h, w]: [usize; 2], win: &Window) -> Padded {
+        let sx = win.stride[1];
+        Padded { hp: h + win.pad[0] + win.pad[2], wq: (w + win.pad[1] + win.pad[3]).div_ceil(sx), sx }
+    }
+    /// Floats per channel.
+    fn plane(&self) -> usize {
+        self.sx * self.hp * self.wq
+    }
+    /// Floats of the copy of `c` channels.
+    pub fn len(&self, c: usize) -> usize {
+        c * self.plane() + 2 * SLACK
+    }
+    /// Where padded row `r`, padded column `col` of channel `ci` lives.
+    fn at(&self, ci: usize, r: usize, col: usize) -> usize {
+        SLACK + ci * self.plane() + (col % self.sx) * self.hp * self.wq + r * self.wq + col / self.sx
+    }
+
+    /// Writes the copy of `x` ([C, H, W]) into `dst` (at least
+    /// [`Padded::len`]), a channel per task.
+    pub fn fill(&self, x: &[f32], [h, w]: [usize; 2], win: &Window, dst: &mut [f32]) {
+        let c = x.len() / (h * w);
+        let (head, rest) = dst[..self.len(c)].split_at_mut(SLACK);
+        head.fill(0.0);
+        let (body, tail) = rest.split_at_mut(c * self.plane());
+        tail.fill(0.0);
+        let (pt, pl) = (win.pad[0], win.pad[1]);
+        let (hp, wq, sx) = (self.hp, self.wq, self.sx);
+        body.par_chunks_mut(self.plane()).zip(x.par_chunks(h * w)).for_each(|(plane, src)| {
+            // One fill for the margins: per-row fills of a few floats each
+            // were libc calls, most of the copy's time.
+            plane.fill(0.0);
+            for (y, srow) in src.chunks_exact(w).enumerate() {
+                let at = |p: usize| p * hp * wq + (y + pt) * wq;
+                match sx {
+                    1 => plane[at(0) + pl..at(0) + pl + w].copy_from_slice(srow),
+                    // Padded column 2j + p: input pair i (columns 2i, 2i+1)
+                    // lands at j = i + pl/2 of phases (0, 1) when pl is
+                    // even, and at phase 1's i + pl/2, phase 0's i + pl/2 + 1
+                    // when odd.
+                    2 => {
+                        let (even, odd) = plane.split_at_mut(hp * wq);
+                        let (even, odd) = (&mut even[at(0)..at(0) + wq], &mut odd[at(0)..at(0) + wq]);
+                        let m = pl / 2;
+                        if pl % 2 == 0 {
+                            deinterleave(srow, &mut even[m..], &mut odd[m..]);
+                        } else {
+                            deinterleave(srow, &mut odd[m..], &mut even[m + 1..]);
+                        }
+                    }
+                    _ => {
+                        for (ix, &v) in srow.iter().enumerate() {
+                            let col = ix + pl;
+                            plane[at(col % sx) + col / sx] = v;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// `a[i] = src[2i]`, `b[i] = src[2i + 1]`. The compiler's loop moved a
+/// value at a time (a third of a stride-2 conv's padding time).
+fn deinterleave(src: &[f32], a: &mut [f32], b: &mut [f32]) {
+    let pairs = src.len() / 2;
+    assert!(a.len() >= src.len().div_ceil(2) && b.len() >= pairs, "deinterleave: destination rows too short");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::sgemm::has_avx512() {
+        // SAFETY: AVX-512F was just detected; lengths checked above.
+        done = unsafe { deinterleave_avx512(src, a, b) };
+    }
+    for i in done..pairs {
+        a[i] = src[2 * i];
+        b[i] = src[2 * i + 1];
+    }
+    if src.len() % 2 == 1 {
+        a[pairs] = src[src.len() - 1];
+    }
+}
+
+/// [`deinterleave`] 16 pairs at a time, the last group masked; returns
+/// the pairs done (all of them).
+///
+/// # Safety
+/// AVX-512F is available; `a` and `b` hold `src.len() / 2` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn deinterleave_avx512(src: &[f32], a: &mut [f32], b: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let pairs = src.len() / 2;
+    // The last group masked: rows are short (28 pairs at ResNet's first
+    // stride-2 conv), and a scalar tail cost as much as the vector part.
+    for g in 0..pairs.div_ceil(16) {
+        let n = (pairs - 16 * g).min(16);
+        let (m, mlo, mhi) = (crate::sgemm::lane_mask(n), crate::sgemm::lane_mask(2 * n), crate::sgemm::lane_mask((2 * n).saturating_sub(16)));
+        let s = src.as_ptr().add(32 * g);
+        let (lo, hi) = (_mm512_maskz_loadu_ps(mlo, s), _mm512_maskz_loadu_ps(mhi, s.wrapping_add(16)));
+        _mm512_mask_storeu_ps(a.as_mut_ptr().add(16 * g), m, _mm512_permutex2var_ps(lo, evens, hi));
+        _mm512_mask_storeu_ps(b.as_mut_ptr().add(16 * g), m, _mm512_permutex2var_ps(lo, odds, hi));
+    }
+    pairs
+}
+
+/// Runs of lanes per 16-lane group beyond which a gather is as cheap.
+const MAX_LINES: usize = 4;
+
+/// The unfolded input read from a [`Padded`] copy: each row of a panel is
+/// one or two plain vector loads per 16 columns (one per output row the
+/// columns cover), with no bounds tests and no gathers. The unpadded
+/// source tested every lane against the input's edges and loaded stride-2
+/// inputs as two vectors and a shuffle; it was a fifth of a 7x7 stride-2
+/// stem conv's time.
+pub(super) struct PaddedIm2col<'a> {
+    xp: &'a [f32],
+    geo: Padded,
+    ohw: [usize; 2],
+    win: &'a Window,
+    fp16: bool,
+}
+
+impl<'a> PaddedIm2col<'a> {
+    /// `xp` is `geo`'s copy of an input whose output size under `win` is `ohw`.
+    pub fn new(xp: &'a [f32], geo: Padded, ohw: [usize; 2], win: &'a Window, fp16: bool) -> PaddedIm2col<'a> {
+        PaddedIm2col { xp, geo, ohw, win, fp16 }
+    }
+
+    /// Offset of output position `j`'s window corner from its channel's
+    /// tap offset (see `tap`).
+    fn corner(&self, j: usize) -> usize {
+        let (oy, ox) = (j / self.ohw[1], j % self.ohw[1]);
+        oy * self.win.stride[0] * self.geo.wq + ox
+    }
+
+    /// Offset of unfolded row (ci, ky, kx) for the output position whose
+    /// corner offset is 0.
+    fn tap(&self, (ci, ky, kx): (usize, usize, usize)) -> usize {
+        self.geo.at(ci, ky * self.win.dilation[0], kx * self.win.dilation[1])
+    }
+
+    /// Plain code, a value at a time: the reference for the vector panel,
+    /// and the panel without AVX-512.
+    fn panel_scalar(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
+        let mut corners = [0usize; NR];
+        for (lane, c) in corners.iter_mut().enumerate().take(cols) {
+            *c = self.corner(j0 + lane);
+        }
+        for (row, tap) in dst[..kc * width].chunks_exact_mut(width).zip(window_rows(self.win, pc, kc)) {
+            let at = self.tap(tap);
+            for (v, &c) in row[..cols].iter_mut().zip(&corners) {
+                *v = self.xp[at + c];
+            }
+            row[cols..].fill(0.0);
+        }
+    }
+
+    /// 16 lanes at a time: per group of 16, the runs of lanes that lie on
+    /// one output row (up to [`MAX_LINES`]; more, as in a map narrower
+    /// than 4, are gathered), each a masked load at the row's tap offset.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn panel_avx512(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let mut corner = [0i32; NR];
+        for (lane, c) in corner.iter_mut().enumerate().take(cols) {
+            *c = self.corner(j0 + lane) as i32;
+        }
+        let groups = width.div_ceil(16);
+        // Per group: (lanes, offset of lane 0 from the tap) of each run.
+        let mut runs = [[(0u16, 0i32); MAX_LINES]; 2];
+        let mut count = [0usize; 2];
+        for g in 0..groups {
+            let (l0, l1) = (16 * g, (16 * g + 16).min(cols));
+            let mut l = l0;
+            while l < l1 {
+                let mut e = l + 1;
+                while e < l1 && corner[e] == corner[e - 1] + 1 {
+                    e += 1;
+                }
+                if count[g] == MAX_LINES {
+                    count[g] = usize::MAX;
+                    break;
+                }
+                let lanes = (((1u32 << (e - l0)) - 1) & !((1u32 << (l - l0)) - 1)) as u16;
+                runs[g][count[g]] = (lanes, corner[l] - (l - l0) as i32);
+                count[g] += 1;
+                l = e;
+            }
+        }
+        let valid = [crate::sgemm::lane_mask(cols), crate::sgemm::lane_mask(cols.saturating_sub(16))];
+        let last = crate::sgemm::lane_mask(width - 16 * (groups - 1));
+        let offsets = [_mm512_loadu_si512(corner.as_ptr().cast()), _mm512_loadu_si512(corner.as_ptr().add(16).cast())];
+        let d = dst.as_mut_ptr();
+        for (kk, tap) in window_rows(self.win, pc, kc).enumerate() {
+            // In bounds: every lane's value lies inside the copy, and a run's
+            // masked-off lanes reach at most 15 floats past either end of
+            // it, into the slack.
+            let base = self.xp.as_ptr().add(self.tap(tap));
+            for g in 0..groups {
+                let v = if count[g] == usize::MAX {
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), valid[g], offsets[g], base.cast())
+                } else {
+                    runs[g][..count[g]].iter().fold(_mm512_setzero_ps(), |v, &(lanes, off)| _mm512_mask_loadu_ps(v, lanes, base.offset(off as isize)))
+                };
+                let at = d.add(kk * width + 16 * g);
+                if g + 1 < groups {
+                    _mm512_storeu_ps(at, v);
+                } else {
+                    _mm512_mask_storeu_ps(at, last, v);
+                }
+            }
+        }
+    }
+}
+
+impl PanelSource for PaddedIm2col<'_> {
     fn panel(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
         debug_assert!(cols <= width && width <= NR && dst.len() >= kc * width);
         #[cfg(target_arch = "x86_64")]
@@ -139,138 +330,6 @@ impl PanelSource for Im2col<'_> {
     }
     fn fp16_exact(&self) -> bool {
         self.fp16
-    }
-}
-
-impl Im2col<'_> {
-    /// (channel, ky, kx) of rows `pc..pc + kc`, counted up rather than
-    /// divided out: three divisions per row were a third of a panel's time.
-    fn rows(&self, pc: usize, kc: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-        let [kh, kw] = self.win.kernel;
-        let mut at = (pc / (kh * kw), (pc / kw) % kh, pc % kw);
-        (0..kc).map(move |_| {
-            let here = at;
-            at.2 += 1;
-            if at.2 == kw {
-                at = if at.1 + 1 == kh { (at.0 + 1, 0, 0) } else { (at.0, at.1 + 1, 0) };
-            }
-            here
-        })
-    }
-
-    /// 16 values at a time. Each lane keeps the input row and column its
-    /// output position's window starts at, so one add and two unsigned
-    /// compares give a row's valid lanes for any stride, dilation and
-    /// padding. A group's inputs lie along at most a few lines at stride 1
-    /// or 2, one per output row it covers (or one for all of them in a
-    /// stride-1 "same" conv, whose rows continue each other): each line is
-    /// a plain vector load (two and a lane shuffle at stride 2), blended
-    /// into its lanes. Other groups, and lines running off the input's
-    /// ends, are gathered, which is several times slower.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn panel_avx512(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let ([h, w], [_, ow]) = (self.hw, self.ohw);
-        let ([sy, sx], [dy, dx]) = (self.win.stride, self.win.dilation);
-        let (py, px) = (self.win.pad[0] as i32, self.win.pad[1] as i32);
-        // Per lane: the top-left input row and column of its window, and
-        // their offset in the plane.
-        let (mut iy0, mut ix0, mut at) = ([i32::MIN / 2; NR], [i32::MIN / 2; NR], [0i32; NR]);
-        for lane in 0..cols {
-            let (oy, ox) = ((j0 + lane) / ow, (j0 + lane) % ow);
-            iy0[lane] = (oy * sy) as i32 - py;
-            ix0[lane] = (ox * sx) as i32 - px;
-            at[lane] = iy0[lane] * w as i32 + ix0[lane];
-        }
-        let lines = [0, 1].map(|g| Lines::of(&at, 16 * g, (16 * g + 16).min(cols), sx));
-        let load = |v: &[i32; NR], g: usize| _mm512_loadu_si512(v.as_ptr().add(16 * g).cast());
-        let (y, x, base) = ([load(&iy0, 0), load(&iy0, 1)], [load(&ix0, 0), load(&ix0, 1)], [load(&at, 0), load(&at, 1)]);
-        let (hv, wv) = (_mm512_set1_epi32(h as i32), _mm512_set1_epi32(w as i32));
-        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let d = dst.as_mut_ptr();
-        let groups = width.div_ceil(16);
-        let last = crate::sgemm::lane_mask(width - 16 * (groups - 1));
-        for (kk, (ci, ki, kj)) in self.rows(pc, kc).enumerate() {
-            let plane = self.x.as_ptr().add(ci * h * w);
-            let (oy, ox) = ((ki * dy) as i32, (kj * dx) as i32);
-            let shift = oy * w as i32 + ox;
-            for (g, lines) in lines.iter().enumerate().take(groups) {
-                let iy = _mm512_add_epi32(y[g], _mm512_set1_epi32(oy));
-                let ix = _mm512_add_epi32(x[g], _mm512_set1_epi32(ox));
-                // Unsigned compares: a negative row or column is out of range too.
-                let ok = _mm512_cmplt_epu32_mask(iy, hv) & _mm512_cmplt_epu32_mask(ix, wv);
-                let mut v = _mm512_setzero_ps();
-                let mut gather = ok != 0 && lines.count == 0;
-                for &(lanes, origin) in &lines.lines[..lines.count] {
-                    if ok & lanes == 0 {
-                        continue;
-                    }
-                    // Lane l of the line reads `first + (l - 16g)·sx`; the
-                    // 16·sx values from `first` must lie inside the input
-                    // (masked-off lanes then read harmless neighbours).
-                    let off = origin + shift;
-                    let start = (ci * h * w) as isize + off as isize;
-                    if start < 0 || start as usize + 16 * sx > self.x.len() {
-                        gather = true;
-                        break;
-                    }
-                    let first = plane.offset(off as isize);
-                    let line = if sx == 1 { _mm512_loadu_ps(first) } else { _mm512_permutex2var_ps(_mm512_loadu_ps(first), evens, _mm512_loadu_ps(first.add(16))) };
-                    v = _mm512_mask_mov_ps(v, lanes, line);
-                }
-                let v = if gather {
-                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), ok, _mm512_add_epi32(base[g], _mm512_set1_epi32(shift)), plane.cast())
-                } else {
-                    _mm512_maskz_mov_ps(ok, v)
-                };
-                let at = d.add(kk * width + 16 * g);
-                if g + 1 < groups {
-                    _mm512_storeu_ps(at, v);
-                } else {
-                    _mm512_mask_storeu_ps(at, last, v);
-                }
-            }
-        }
-    }
-
-    /// The same in plain code, a run of output columns at a time: what the
-    /// vector version is tested against, and what `panel` falls back to
-    /// without AVX-512 (where convs normally write the unfolded matrix out
-    /// whole for the `gemm` crate instead).
-    fn panel_scalar(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
-        let ([h, w], [_, ow]) = (self.hw, self.ohw);
-        let ([sy, sx], [dy, dx]) = (self.win.stride, self.win.dilation);
-        let (py, px) = (self.win.pad[0] as isize, self.win.pad[1] as isize);
-        // The panel's columns as runs along output rows: (oy, first ox,
-        // first lane, length). At most NR of them (one per column if ow = 1).
-        let mut runs = [(0usize, 0usize, 0usize, 0usize); NR];
-        let mut nruns = 0;
-        let mut lane = 0;
-        while lane < cols {
-            let (oy, ox) = ((j0 + lane) / ow, (j0 + lane) % ow);
-            let len = (ow - ox).min(cols - lane);
-            runs[nruns] = (oy, ox, lane, len);
-            nruns += 1;
-            lane += len;
-        }
-        for ((ci, ki, kj), row) in self.rows(pc, kc).zip(dst[..kc * width].chunks_exact_mut(width)) {
-            row.fill(0.0);
-            let plane = &self.x[ci * h * w..(ci + 1) * h * w];
-            let (lo, hi) = in_bounds(w, ow, self.win, kj);
-            let off = (kj * dx) as isize - px;
-            for &(oy, ox0, lane0, len) in &runs[..nruns] {
-                let iy = (oy * sy + ki * dy) as isize - py;
-                let (a, b) = (lo.max(ox0), hi.min(ox0 + len));
-                if iy < 0 || iy >= h as isize || a >= b {
-                    continue;
-                }
-                let src = &plane[iy as usize * w..][((a * sx) as isize + off) as usize..];
-                for (d, &v) in row[lane0 + a - ox0..lane0 + b - ox0].iter_mut().zip(src.iter().step_by(sx)) {
-                    *d = v;
-                }
-            }
-        }
     }
 }
 
@@ -306,7 +365,10 @@ mod tests {
             let (k, n) = (c * kernel[0] * kernel[1], oh * ow);
             let mut full = vec![f32::NAN; k * n];
             im2col(&x, [h, w], [oh, ow], &win, &mut full);
-            let src = Im2col::new(&x, [h, w], [oh, ow], &win);
+            let geo = Padded::new([h, w], &win);
+            let mut xp = vec![f32::NAN; geo.len(c)];
+            geo.fill(&x, [h, w], &win, &mut xp);
+            let src = PaddedIm2col::new(&xp, geo, [oh, ow], &win, false);
             for pc in [0, 1, k / 2] {
                 let kc = (k - pc).min(5);
                 for (width, j0) in [NR, MR].into_iter().flat_map(|wd| (0..n).step_by(wd).chain([1, n.saturating_sub(3)]).map(move |j0| (wd, j0))) {

@@ -197,7 +197,7 @@ pub struct MilCtx<'p> {
     /// (linear's transposed weight) is not stored twice.
     /// Graph constants not yet emitted: a constant a lowering folds into
     /// its op (a conv's weight) is never converted or written.
-    pending: HashMap<String, (Arc<Vec<f32>>, MDType, Vec<usize>)>,
+    pending: HashMap<String, Pending>,
     /// The first pending constant that could not be made a MIL tensor.
     failed: Option<Error>,
 }
@@ -341,7 +341,7 @@ impl MilCtx<'_> {
 
     /// Emits a pending graph constant the first time it is read.
     fn materialize(&mut self, name: &str) {
-        if let Some((data, d, shape)) = self.pending.remove(name) {
+        if let Some(Pending { data, dtype: d, shape }) = self.pending.remove(name) {
             // `op` returns no Result: a failure is kept for `lower` to report.
             let t = match mil_tensor(d, shape, &data) {
                 Ok(t) => t,
@@ -588,9 +588,16 @@ impl LowerMil for Op {
     }
 }
 
+/// A graph constant waiting to be emitted (see `MilCtx::pending`).
+struct Pending {
+    data: Arc<Vec<f32>>,
+    dtype: MDType,
+    shape: Vec<usize>,
+}
+
 fn lower_const(cx: &mut MilCtx, data: Arc<Vec<f32>>, out: &Fact) -> Result<String> {
     let name = cx.result();
-    cx.pending.insert(name.clone(), (data, repr(out.dtype), out.shape.clone()));
+    cx.pending.insert(name.clone(), Pending { data, dtype: repr(out.dtype), shape: out.shape.clone() });
     Ok(name)
 }
 
