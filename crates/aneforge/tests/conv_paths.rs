@@ -1,7 +1,9 @@
 //! Every GEMM path of the sim's conv against a naive f64 convolution, at
 //! f32 precision (so only summation order differs): the transposed GEMM of
 //! small output maps, the im2col panel source at strides 1 and 2 with
-//! padding on some sides, and the 1x1 path. The pytest op suite checks the
+//! padding on some sides, the unfolded input written out whole (strided
+//! 1x1 convs and patch embeddings, on both the plain and the transposed
+//! GEMM), and the 1x1 path. The pytest op suite checks the
 //! same op against numpy, but at shapes too small to reach most of these.
 
 use aneforge::builder::{self as b, ConvArgs, PadSpec};
@@ -40,7 +42,9 @@ fn values(n: usize, seed: usize) -> Vec<f32> {
 #[test]
 fn conv_matches_a_naive_convolution_on_every_gemm_path() {
     // (c, o, h, w, k, stride, pad): 7x7 maps take the transposed GEMM
-    // (64 and 96 channels), the others the im2col panel source; the last
+    // (64 and 96 channels), the others the im2col panel source; then
+    // strided 1x1 convs to a 7x7 map (transposed) and to 14x14, and a 4x4
+    // stride-4 patch embedding, which unfold their input whole; the last
     // is a 1x1 conv over a strided-by-nothing input.
     let cases = [
         (32, 64, 7, 7, 3, 1, [1, 1, 1, 1]),
@@ -48,6 +52,9 @@ fn conv_matches_a_naive_convolution_on_every_gemm_path() {
         (24, 64, 9, 8, 3, 1, [0, 1, 1, 0]),
         (8, 40, 30, 29, 5, 2, [2, 2, 2, 2]),
         (3, 16, 40, 40, 7, 2, [3, 3, 3, 3]),
+        (48, 64, 14, 14, 1, 2, [0, 0, 0, 0]),
+        (16, 32, 28, 28, 1, 2, [0, 0, 0, 0]),
+        (3, 32, 32, 32, 4, 4, [0, 0, 0, 0]),
         (48, 64, 12, 12, 1, 1, [0, 0, 0, 0]),
     ];
     for (c, o, h, w, k, s, pad) in cases {
