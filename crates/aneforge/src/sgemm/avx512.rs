@@ -91,12 +91,30 @@ macro_rules! k_loop {
 /// (a build for a baseline CPU has it nowhere else).
 macro_rules! full_tile_fn {
     ($name:ident, $elem:ty, $kind:tt, $bk:literal) => {
+        tile_fn!($name, $elem, $kind, $bk, kstep, [[__m512; 2]; MR],
+            [[c0, c1], [c2, c3], [c4, c5], [c6, c7], [c8, c9], [c10, c11], [c12, c13], [c14, c15], [c16, c17], [c18, c19], [c20, c21], [c22, c23]],
+            inout("zmm0") *c0, inout("zmm1") *c1, inout("zmm2") *c2, inout("zmm3") *c3,
+            inout("zmm4") *c4, inout("zmm5") *c5, inout("zmm6") *c6, inout("zmm7") *c7,
+            inout("zmm8") *c8, inout("zmm9") *c9, inout("zmm10") *c10, inout("zmm11") *c11,
+            inout("zmm12") *c12, inout("zmm13") *c13, inout("zmm14") *c14, inout("zmm15") *c15,
+            inout("zmm16") *c16, inout("zmm17") *c17, inout("zmm18") *c18, inout("zmm19") *c19,
+            inout("zmm20") *c20, inout("zmm21") *c21, inout("zmm22") *c22, inout("zmm23") *c23,
+            out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
+        );
+    };
+}
+
+/// A tile's k loop in assembly (see [`full_tile_fn`]): `$step` for B of
+/// `$elem`, accumulators `$acc` bound by `$pat` to the zmm operands that
+/// follow.
+macro_rules! tile_fn {
+    ($name:ident, $elem:ty, $kind:tt, $bk:literal, $step:ident, $acc:ty, $pat:pat, $($zmm:tt)*) => {
         #[target_feature(enable = "avx512f")]
         #[inline]
-        unsafe fn $name<const KS: usize>(kc: usize, a: *const f32, rs: isize, b: *const $elem, acc: &mut [[__m512; 2]; MR]) {
-            let [[c0, c1], [c2, c3], [c4, c5], [c6, c7], [c8, c9], [c10, c11], [c12, c13], [c14, c15], [c16, c17], [c18, c19], [c20, c21], [c22, c23]] = acc;
+        unsafe fn $name<const KS: usize>(kc: usize, a: *const f32, rs: isize, b: *const $elem, acc: &mut $acc) {
+            let $pat = acc;
             std::arch::asm!(
-                k_loop!(kstep, $kind, $bk),
+                k_loop!($step, $kind, $bk),
                 p0 = inout(reg) a => _,
                 p3 = inout(reg) a.byte_offset(3 * rs) => _,
                 p6 = inout(reg) a.byte_offset(6 * rs) => _,
@@ -106,13 +124,7 @@ macro_rules! full_tile_fn {
                 n4 = inout(reg) kc / 4 => _,
                 n1 = inout(reg) kc % 4 => _,
                 ks = const KS,
-                inout("zmm0") *c0, inout("zmm1") *c1, inout("zmm2") *c2, inout("zmm3") *c3,
-                inout("zmm4") *c4, inout("zmm5") *c5, inout("zmm6") *c6, inout("zmm7") *c7,
-                inout("zmm8") *c8, inout("zmm9") *c9, inout("zmm10") *c10, inout("zmm11") *c11,
-                inout("zmm12") *c12, inout("zmm13") *c13, inout("zmm14") *c14, inout("zmm15") *c15,
-                inout("zmm16") *c16, inout("zmm17") *c17, inout("zmm18") *c18, inout("zmm19") *c19,
-                inout("zmm20") *c20, inout("zmm21") *c21, inout("zmm22") *c22, inout("zmm23") *c23,
-                out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
+                $($zmm)*
                 options(nostack, readonly),
             );
         }
@@ -155,28 +167,13 @@ macro_rules! kstep_narrow {
 /// loop for it took 0.8 of a full tile's time for half its work.
 macro_rules! narrow_tile_fn {
     ($name:ident, $elem:ty, $kind:tt, $bk:literal) => {
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        unsafe fn $name<const KS: usize>(kc: usize, a: *const f32, rs: isize, b: *const $elem, acc: &mut [__m512; MR]) {
-            let [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11] = acc;
-            std::arch::asm!(
-                k_loop!(kstep_narrow, $kind, $bk),
-                p0 = inout(reg) a => _,
-                p3 = inout(reg) a.byte_offset(3 * rs) => _,
-                p6 = inout(reg) a.byte_offset(6 * rs) => _,
-                p9 = inout(reg) a.byte_offset(9 * rs) => _,
-                rs = in(reg) rs,
-                b = inout(reg) b => _,
-                n4 = inout(reg) kc / 4 => _,
-                n1 = inout(reg) kc % 4 => _,
-                ks = const KS,
-                inout("zmm0") *c0, inout("zmm1") *c1, inout("zmm2") *c2, inout("zmm3") *c3,
-                inout("zmm4") *c4, inout("zmm5") *c5, inout("zmm6") *c6, inout("zmm7") *c7,
-                inout("zmm8") *c8, inout("zmm9") *c9, inout("zmm10") *c10, inout("zmm11") *c11,
-                out("zmm24") _,
-                options(nostack, readonly),
-            );
-        }
+        tile_fn!($name, $elem, $kind, $bk, kstep_narrow, [__m512; MR],
+            [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11],
+            inout("zmm0") *c0, inout("zmm1") *c1, inout("zmm2") *c2, inout("zmm3") *c3,
+            inout("zmm4") *c4, inout("zmm5") *c5, inout("zmm6") *c6, inout("zmm7") *c7,
+            inout("zmm8") *c8, inout("zmm9") *c9, inout("zmm10") *c10, inout("zmm11") *c11,
+            out("zmm24") _,
+        );
     };
 }
 
