@@ -136,7 +136,7 @@ impl OpDef for Conv {
             return super::winograd::scratch_len(ins[0].shape[1], out.shape[1], out.shape[2], out.shape[3]);
         }
         let cg = ins[0].shape[1] / self.groups;
-        let unfold = self.unfold_len(cg, [ins[0].shape[2], ins[0].shape[3]], [out.shape[2], out.shape[3]]);
+        let (_, unfold) = self.unfolding(cg, [ins[0].shape[2], ins[0].shape[3]], [out.shape[2], out.shape[3]]);
         // Room for the transposed GEMM's output, before it is transposed,
         // and for the input it unfolds.
         if self.is_transposed(ins[0].shape[1], out) {
@@ -198,7 +198,7 @@ impl OpDef for Conv {
             let (ct, xp) = scratch.split_at_mut(plane * o);
             let wt = Operand::packed_rhs(&PackedData::new(wt), o);
             let geo = Padded::new([h, wd], &self.window);
-            let padded = self.unfolds_padded(c, [h, wd], [oh, ow]);
+            let (padded, _) = self.unfolding(c, [h, wd], [oh, ow]);
             let epi = Epilogue { col_bias: self.bias.then(|| ins[2].data), clamp: clamp.filter(|_| !self.residual), round, ..Default::default() };
             for b in 0..n {
                 let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
@@ -245,7 +245,7 @@ impl OpDef for Conv {
                     let source;
                     let cols = if self.is_pointwise() {
                         Operand::Strided(Mat::rows(xin, plane))
-                    } else if self.unfolds_padded(cg, [h, wd], [oh, ow]) {
+                    } else if self.unfolding(cg, [h, wd], [oh, ow]).0 {
                         let geo = Padded::new([h, wd], &self.window);
                         geo.fill(xin, [h, wd], &self.window, scratch);
                         source = PaddedIm2col::new(scratch, geo, [oh, ow], &self.window, ctx.fp16);
@@ -324,22 +324,20 @@ impl Conv {
             && !self.is_depthwise(c, o)
             && crate::sgemm::prefers_transposed(o, oh * ow)
     }
-    /// Whether the AVX-512 GEMM unfolds the input panel by panel from a
-    /// padded copy (see `PaddedIm2col`) rather than written out whole:
-    /// when the copy is the smaller, so that each value copied is read
-    /// several times. A strided 1x1 conv reads a quarter of its input,
-    /// which written out is a quarter of the copy's size: copying all of
-    /// it made ResNet-18's downsampling 1x1 convs 16-21% slower.
-    fn unfolds_padded(&self, cg: usize, hw: [usize; 2], [oh, ow]: [usize; 2]) -> bool {
+    /// How the GEMM gets the unfolded input of `cg` channels, and the
+    /// scratch floats that takes: panel by panel from a padded copy (see
+    /// `PaddedIm2col`, AVX-512 only) when the copy is the smaller, so that
+    /// each value copied is read several times; else written out whole. A
+    /// strided 1x1 conv reads a quarter of its input, which written out is
+    /// a quarter of the copy's size: copying all of it made ResNet-18's
+    /// downsampling 1x1 convs 16-21% slower.
+    fn unfolding(&self, cg: usize, hw: [usize; 2], [oh, ow]: [usize; 2]) -> (bool, usize) {
         let whole = cg * self.window.kernel[0] * self.window.kernel[1] * oh * ow;
-        crate::sgemm::packs_constants() && Padded::new(hw, &self.window).len(cg) < whole
-    }
-    /// Scratch floats for the unfolded input, either way.
-    fn unfold_len(&self, cg: usize, hw: [usize; 2], ohw: [usize; 2]) -> usize {
-        if self.unfolds_padded(cg, hw, ohw) {
-            Padded::new(hw, &self.window).len(cg)
+        let padded = Padded::new(hw, &self.window).len(cg);
+        if crate::sgemm::packs_constants() && padded < whole {
+            (true, padded)
         } else {
-            cg * self.window.kernel[0] * self.window.kernel[1] * ohw[0] * ohw[1]
+            (false, whole)
         }
     }
     fn is_pointwise(&self) -> bool {
