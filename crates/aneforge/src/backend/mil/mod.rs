@@ -195,9 +195,8 @@ pub struct MilCtx<'p> {
     pub notes: Vec<String>,
     /// Constants not yet emitted: a graph constant becomes a `const` op only
     /// when some op reads it by name, so a weight a lowering re-lays out
-    /// (linear's transposed weight) is not stored twice.
-    /// Graph constants not yet emitted: a constant a lowering folds into
-    /// its op (a conv's weight) is never converted or written.
+    /// (linear's transposed weight) is neither stored twice nor converted
+    /// for nothing.
     pending: HashMap<String, Pending>,
     /// The first pending constant that could not be made a MIL tensor.
     failed: Option<Error>,
@@ -351,11 +350,19 @@ impl MilCtx<'_> {
                     return;
                 }
             };
-            // auto_value only fails for dtypes blobs cannot hold, which it
-            // then keeps inline; fall back to inline the same way.
-            let v = match self.program.auto_value(t.clone()) {
-                Ok(v) => v,
-                Err(_) => mil::Value::Immediate(t),
+            // auto_value only fails for dtypes blobs cannot hold: those stay
+            // inline, decided up front so that the tensor is not cloned in
+            // case of a fallback.
+            let v = if t.dtype().blob_code().is_none() {
+                mil::Value::Immediate(t)
+            } else {
+                match self.program.auto_value(t) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.failed.get_or_insert(mil_err(e));
+                        return;
+                    }
+                }
             };
             self.f.constant(name.to_string(), v);
         }
