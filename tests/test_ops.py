@@ -351,7 +351,8 @@ FUSED = Tol(ulp=2.0, lin=0.125)
 add("fused-conv_bias_relu", lambda x, W, b: af.conv(x, W, b, pad=1).relu(), lambda x, W, b: np.maximum(conv_ref(x, W, b, pad=1), 0), arg((1, 3, 6, 6)), w((4, 3, 3, 3)), w((4,)), tol=FUSED, linear=True)
 add("fused-conv_add_channel_bias_relu6", lambda x, W, b: af.relu6(af.conv(x, W) + b.reshape(1, -1, 1, 1)), lambda x, W, b: np.clip(conv_ref(x, W) + b.reshape(1, -1, 1, 1), 0, 6), arg((2, 3, 5, 5)), w((4, 3, 3, 3)), w((4,)), tol=FUSED, linear=True)
 add("fused-conv_tensor_bias", lambda x, W, b: af.conv(x, W, b), lambda x, W, b: conv_ref(x, W, b), arg((1, 2, 4, 4)), w((3, 2, 1, 1)), arg((3,)), tol=FUSED, linear=True)
-# a residual add (and its relu) fused into the conv, on each conv path: GEMM, 1x1, transposed (7x7 maps), Winograd, depthwise.
+# a residual add (and its relu) fused into the conv, on each conv path: GEMM, 1x1, transposed (7x7 maps), Winograd
+# (F(4x4) on larger maps, F(2x2) on 14x14 ones, or a cropped odd map), depthwise.
 # Winograd's f32 transforms cost ~1e-5 relative (see ops/winograd), which fp32 mode shows.
 WINOGRAD = Tol(ulp=2.0, lin=0.125, f32=512.0)
 for rid, xs, ws, kw, tol in [
@@ -359,6 +360,8 @@ for rid, xs, ws, kw, tol in [
     ("1x1", (2, 32, 6, 6), (24, 32, 1, 1), {}, FUSED),
     ("7x7_map", (1, 32, 7, 7), (40, 32, 3, 3), dict(pad=1), FUSED),
     ("winograd", (1, 16, 24, 24), (16, 16, 3, 3), dict(pad=1), WINOGRAD),
+    ("winograd_small", (1, 64, 14, 14), (64, 64, 3, 3), dict(pad=1), WINOGRAD),
+    ("winograd_small_odd", (1, 64, 11, 9), (80, 64, 3, 3), {}, WINOGRAD),
     ("depthwise", (1, 8, 10, 10), (8, 1, 3, 3), dict(pad=1, groups=8), FUSED),
 ]:
     out = conv_ref(np.zeros(xs), np.zeros(ws), **kw).shape

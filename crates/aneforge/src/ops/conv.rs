@@ -137,6 +137,10 @@ impl OpDef for Conv {
         }
         let cg = ins[0].shape[1] / self.groups;
         let (_, unfold) = self.unfolding(cg, [ins[0].shape[2], ins[0].shape[3]], [out.shape[2], out.shape[3]]);
+        if self.is_small_winograd(ins[0].shape[1], out) {
+            // Or the direct path's, for a weight that is not constant.
+            return unfold.max(super::winograd::small::scratch_len(ins[0].shape[1], out.shape[1], out.shape[2], out.shape[3]));
+        }
         // Room for the transposed GEMM's output, before it is transposed,
         // and for the input it unfolds.
         if self.is_transposed(ins[0].shape[1], out) {
@@ -190,6 +194,13 @@ impl OpDef for Conv {
                 let dst = &mut out[b * o * plane..(b + 1) * o * plane];
                 let pad = [self.window.pad[0], self.window.pad[1]];
                 super::winograd::conv3x3(xin, c, h, wd, w.data, prepared, o, pad, dst, oh, ow, finish, scratch);
+            }
+        } else if let Some(u) = prepared.filter(|_| self.is_small_winograd_dims(c, o, oh, ow)) {
+            for b in 0..n {
+                let epi = Epilogue { row_bias: self.bias.then(|| ins[2].data), residual: residual(b), clamp, round, ..Default::default() };
+                let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
+                let dst = &mut out[b * o * plane..(b + 1) * o * plane];
+                super::winograd::small::conv3x3(xin, [c, h, wd], u, o, [self.window.pad[0], self.window.pad[1]], dst, [oh, ow], epi, scratch);
             }
         } else if let Some(wt) = prepared.filter(|_| self.is_transposed_dims(c, o, oh, ow)) {
             // Outputᵀ [plane, o] = unfolded inputᵀ · weightᵀ, then transposed
@@ -292,6 +303,9 @@ impl OpDef for Conv {
             return None;
         }
         let kk = w.len() / o;
+        if self.is_small_winograd(c, out) {
+            return Some(super::winograd::small::transform_weights(w, o, c));
+        }
         if self.is_transposed(c, out) {
             return Some(crate::sgemm::pack_rhs(Mat::cols(w, kk), kk, o));
         }
@@ -310,6 +324,13 @@ impl Conv {
     fn is_winograd_dims(&self, c: usize, o: usize, oh: usize, ow: usize) -> bool {
         self.groups == 1 && self.is_3x3_s1() && super::winograd::applies(c, o, oh, ow)
     }
+    /// Whether a constant weight takes Winograd F(2x2, 3x3) (see `winograd::small`).
+    fn is_small_winograd(&self, c: usize, out: &Fact) -> bool {
+        self.is_small_winograd_dims(c, out.shape[1], out.shape[2], out.shape[3])
+    }
+    fn is_small_winograd_dims(&self, c: usize, o: usize, oh: usize, ow: usize) -> bool {
+        self.groups == 1 && self.is_3x3_s1() && super::winograd::small::applies(c, o, oh, ow)
+    }
     /// Whether the GEMM runs transposed (see `sgemm::prefers_transposed`):
     /// small output planes, such as ResNet's 7x7 ones. Needs the
     /// AVX-512 GEMM (the unfolded input as a left operand) and, at run
@@ -321,6 +342,7 @@ impl Conv {
         crate::sgemm::packs_constants()
             && self.groups == 1
             && !self.is_winograd_dims(c, o, oh, ow)
+            && !self.is_small_winograd_dims(c, o, oh, ow)
             && !self.is_depthwise(c, o)
             && crate::sgemm::prefers_transposed(o, oh * ow)
     }

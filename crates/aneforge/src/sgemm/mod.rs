@@ -113,6 +113,18 @@ pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize) -> Vec<f32> {
     stored(pack_rhs_f32(b, k, n))
 }
 
+/// Packs `count` consecutive row-major [k, n] right operands of `b` into
+/// one buffer, as [`pack_lhs_each`] does left ones: matrix g is
+/// `Operand::packed_rhs(..).nth(g, packed_rhs_len(k, n))`.
+pub(crate) fn pack_rhs_each(b: &[f32], count: usize, k: usize, n: usize) -> Vec<f32> {
+    stored((0..count).flat_map(|g| pack_rhs_f32(Mat::rows(&b[g * k * n..(g + 1) * k * n], n), k, n)).collect())
+}
+
+/// Elements of one packed [k, n] right operand.
+pub(crate) fn packed_rhs_len(k: usize, n: usize) -> usize {
+    n.next_multiple_of(NR) * k
+}
+
 fn pack_rhs_f32(b: Mat, k: usize, n: usize) -> Vec<f32> {
     let ld = n.next_multiple_of(NR);
     let mut data = vec![0.0; ld * k];
@@ -245,7 +257,10 @@ impl<'a> Operand<'a> {
     }
     /// The operand from outer index `i` on (row of A or column of B);
     /// `i` must be a multiple of the tile size when packed.
-    unsafe fn skip(self, i: usize, lhs: bool) -> Operand<'a> {
+    ///
+    /// # Safety
+    /// `i` lies inside the operand.
+    pub unsafe fn skip(self, i: usize, lhs: bool) -> Operand<'a> {
         match self {
             Operand::Strided(s) => Operand::Strided(if lhs { s.offset(i, 0) } else { s.offset(0, i) }),
             Operand::Packed(p) => Operand::Packed(Packed { off: p.off + i, ..p }),
@@ -361,7 +376,7 @@ impl<'a> Epilogue<'a> {
 
     /// One finished value at row i, column j (row stride `ldc`): bias,
     /// residual, clamp and rounding, in the kernel's order.
-    fn apply(&self, v: f32, i: usize, j: usize, ldc: usize) -> f32 {
+    pub fn apply(&self, v: f32, i: usize, j: usize, ldc: usize) -> f32 {
         let mut v = v + self.row_bias.map_or(0.0, |b| b[i]) + self.col_bias.map_or(0.0, |b| b[j]);
         let f16 = |v: f32, yes: bool| if yes { half::f16::from_f32(v).to_f32() } else { v };
         if let Some(r) = self.residual {

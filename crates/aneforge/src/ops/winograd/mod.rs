@@ -10,6 +10,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub(crate) mod small;
 
 use crate::numerics::round_f16_slice_serial;
 use crate::parallel::SendPtr;
@@ -31,7 +32,8 @@ const E: usize = A * A;
 /// but their transformed weights (f32, 4x the originals' count: 28 MB for
 /// the three) push the model's weights past the last-level cache, and in
 /// the model the two paths tie while the Winograd one slows down with the
-/// cache whenever a neighbour on the machine uses it.
+/// cache whenever a neighbour on the machine uses it. F(2x2) ([`small`])
+/// takes them instead.
 pub(crate) fn applies(c: usize, o: usize, ho: usize, wo: usize) -> bool {
     c >= 16 && o >= 16 && ho.div_ceil(R) * wo.div_ceil(R) >= 36
 }
@@ -463,7 +465,7 @@ mod tests {
     use super::*;
 
     /// Direct convolution, the textbook definition, as the reference.
-    fn direct(x: &[f32], c: usize, h: usize, w: usize, wt: &[f32], o: usize, pad: [usize; 4]) -> (Vec<f32>, usize, usize) {
+    pub(super) fn direct(x: &[f32], c: usize, h: usize, w: usize, wt: &[f32], o: usize, pad: [usize; 4]) -> (Vec<f32>, usize, usize) {
         let ho = h + pad[0] + pad[2] - 2;
         let wo = w + pad[1] + pad[3] - 2;
         let mut out = vec![0.0; o * ho * wo];
