@@ -115,6 +115,11 @@ pub(crate) fn conv3x3(x: &[f32], [c, h, w]: [usize; 3], prepared: &[f32], o: usi
         });
         // SAFETY: tile ti owns row ti of each of the 16 matrices V_e [T, C].
         let mut dst: [&mut [f32]; E] = std::array::from_fn(|e| unsafe { std::slice::from_raw_parts_mut(vp.at((e * t + ti) * c), c) });
+        #[cfg(target_arch = "x86_64")]
+        if crate::sgemm::has_avx512() {
+            // SAFETY: AVX-512F checked; the 32 slices are c long.
+            return unsafe { input_tile_avx512(&d, &mut dst) };
+        }
         input_tile(&d, &mut dst);
     });
 
@@ -164,6 +169,30 @@ fn input_tile(d: &[&[f32]; E], v: &mut [&mut [f32]; E]) {
     }
 }
 
+/// [`input_tile`] 16 channels to a vector.
+///
+/// # Safety
+/// AVX-512F is available; every slice of `d` and `v` holds the same count.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tile_avx512(d: &[&[f32]; E], v: &mut [&mut [f32]; E]) {
+    use std::arch::x86_64::*;
+    let c = d[0].len();
+    for c0 in (0..c).step_by(L) {
+        let mask = crate::sgemm::lane_mask(c - c0);
+        let p: [__m512; E] = std::array::from_fn(|k| _mm512_maskz_loadu_ps(mask, d[k].as_ptr().add(c0)));
+        let (add, sub) = (|a, b| _mm512_add_ps(a, b), |a, b| _mm512_sub_ps(a, b));
+        // Rows: r[j] = column j of Bᵀ d.
+        let r: [[__m512; 4]; 4] = std::array::from_fn(|j| [sub(p[j], p[8 + j]), add(p[4 + j], p[8 + j]), sub(p[8 + j], p[4 + j]), sub(p[4 + j], p[12 + j])]);
+        for i in 0..4 {
+            let out = [sub(r[0][i], r[2][i]), add(r[1][i], r[2][i]), sub(r[2][i], r[1][i]), sub(r[1][i], r[3][i])];
+            for (k, x) in out.into_iter().enumerate() {
+                _mm512_mask_storeu_ps(v[4 * i + k].as_mut_ptr().add(c0), mask, x);
+            }
+        }
+    }
+}
+
 /// Aᵀ M A for every tile and each output channel in `outs` into `planes`
 /// (those channels' [Ho, Wo] planes), finished by `epi` as the F(4x4)
 /// path finishes its output: bias and clamp as each value is written,
@@ -186,6 +215,12 @@ fn output_tiles(m: SendPtr, [t, tw, o]: [usize; 3], outs: std::ops::Range<usize>
             let (py, px) = (2 * ty + k / 2, 2 * tx + k % 2);
             (py < ho && px < wo).then_some(py * wo + px)
         });
+        #[cfg(target_arch = "x86_64")]
+        if crate::sgemm::has_avx512() {
+            // SAFETY: AVX-512F checked; `planes` holds n planes, `me` n columns each.
+            unsafe { output_tile_avx512(&me, at, bias, (lo, hi), planes, plane) };
+            continue;
+        }
         for oi in 0..n {
             let q: [f32; E] = std::array::from_fn(|e| me[e][oi]);
             // Columns: s[j] = (Aᵀ M)[.][j].
@@ -204,6 +239,43 @@ fn output_tiles(m: SendPtr, [t, tw, o]: [usize; 3], outs: std::ops::Range<usize>
             Some(r) => r.add_to(p, (outs.start + oi) * plane, epi.clamp),
             None if epi.round => round_f16_slice_serial(p),
             None => {}
+        }
+    }
+}
+
+/// One tile of [`output_tiles`] 16 channels to a vector: the four pixels
+/// `at` of each channel's plane (`plane` floats apart in `planes`) get
+/// Aᵀ M A plus bias, clamped to `lo..hi`.
+///
+/// # Safety
+/// AVX-512F is available; `me` holds 16 slices of the same count n, and
+/// `planes` n planes of `plane` floats, each holding the pixels `at`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_tile_avx512(me: &[&[f32]; E], at: [Option<usize>; 4], bias: Option<&[f32]>, (lo, hi): (f32, f32), planes: &mut [f32], plane: usize) {
+    use std::arch::x86_64::*;
+    let n = me[0].len();
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let (add, sub) = (|a, b| _mm512_add_ps(a, b), |a, b| _mm512_sub_ps(a, b));
+    // Lane l's channel starts l planes further on.
+    let step = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(plane as i32));
+    for o0 in (0..n).step_by(L) {
+        let mask = crate::sgemm::lane_mask(n - o0);
+        let q: [__m512; E] = std::array::from_fn(|e| _mm512_maskz_loadu_ps(mask, me[e].as_ptr().add(o0)));
+        let b = bias.map_or(_mm512_setzero_ps(), |b| _mm512_maskz_loadu_ps(mask, b.as_ptr().add(o0)));
+        // Columns: s[j] = (Aᵀ M)[.][j].
+        let s: [[__m512; 2]; 4] = std::array::from_fn(|j| [add(add(q[j], q[4 + j]), q[8 + j]), sub(sub(q[4 + j], q[8 + j]), q[12 + j])]);
+        let y = [
+            add(add(s[0][0], s[1][0]), s[2][0]),
+            sub(sub(s[1][0], s[2][0]), s[3][0]),
+            add(add(s[0][1], s[1][1]), s[2][1]),
+            sub(sub(s[1][1], s[2][1]), s[3][1]),
+        ];
+        let base = planes.as_mut_ptr().add(o0 * plane);
+        for (yk, spot) in y.into_iter().zip(at) {
+            let Some(p) = spot else { continue };
+            let val = _mm512_min_ps(_mm512_max_ps(add(yk, b), lo), hi);
+            _mm512_mask_i32scatter_ps::<4>(base.add(p).cast(), mask, step, val);
         }
     }
 }
