@@ -376,7 +376,7 @@ impl<'a> Epilogue<'a> {
 
     /// One finished value at row i, column j (row stride `ldc`): bias,
     /// residual, clamp and rounding, in the kernel's order.
-    pub fn apply(&self, v: f32, i: usize, j: usize, ldc: usize) -> f32 {
+    fn apply(&self, v: f32, i: usize, j: usize, ldc: usize) -> f32 {
         let mut v = v + self.row_bias.map_or(0.0, |b| b[i]) + self.col_bias.map_or(0.0, |b| b[j]);
         let f16 = |v: f32, yes: bool| if yes { half::f16::from_f32(v).to_f32() } else { v };
         if let Some(r) = self.residual {

@@ -115,12 +115,17 @@ pub(crate) fn conv3x3(x: &[f32], [c, h, w]: [usize; 3], prepared: &[f32], o: usi
         });
         // SAFETY: tile ti owns row ti of each of the 16 matrices V_e [T, C].
         let mut dst: [&mut [f32]; E] = std::array::from_fn(|e| unsafe { std::slice::from_raw_parts_mut(vp.at((e * t + ti) * c), c) });
+        // SAFETY: `applies` admits only machines with AVX-512F (the GEMM's
+        // packed operands need it); the 32 slices are c long.
         #[cfg(target_arch = "x86_64")]
-        if crate::sgemm::has_avx512() {
-            // SAFETY: AVX-512F checked; the 32 slices are c long.
-            return unsafe { input_tile_avx512(&d, &mut dst) };
+        unsafe {
+            input_tile(&d, &mut dst)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (d, &mut dst);
+            unreachable!("F(2x2) runs only beside the AVX-512 GEMM (see `applies`)")
         }
-        input_tile(&d, &mut dst);
     });
 
     // The GEMMs and the output transform, a range of output channels per
@@ -149,33 +154,15 @@ pub(crate) fn conv3x3(x: &[f32], [c, h, w]: [usize; 3], prepared: &[f32], o: usi
     });
 }
 
-/// Bᵀ d B for one tile across channels: `d[4i + j]` is patch pixel (i, j),
-/// `v[e]` receives position e. Bᵀ = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]].
-fn input_tile(d: &[&[f32]; E], v: &mut [&mut [f32]; E]) {
-    let c = d[0].len();
-    let d: [&[f32]; E] = d.map(|s| &s[..c]);
-    let v: [&mut [f32]; E] = v.each_mut().map(|s| &mut s[..c]);
-    for ci in 0..c {
-        let p: [f32; E] = std::array::from_fn(|k| d[k][ci]);
-        // Rows: r[i][j] = (Bᵀ d)[i][j].
-        let r: [[f32; 4]; 4] = std::array::from_fn(|j| [p[j] - p[8 + j], p[4 + j] + p[8 + j], p[8 + j] - p[4 + j], p[4 + j] - p[12 + j]]);
-        for i in 0..4 {
-            let row = [r[0][i], r[1][i], r[2][i], r[3][i]];
-            let out = [row[0] - row[2], row[1] + row[2], row[2] - row[1], row[1] - row[3]];
-            for (k, val) in out.into_iter().enumerate() {
-                v[4 * i + k][ci] = val;
-            }
-        }
-    }
-}
-
-/// [`input_tile`] 16 channels to a vector.
+/// Bᵀ d B for one tile, 16 channels to a vector: `d[4i + j]` is patch
+/// pixel (i, j), `v[e]` receives position e.
+/// Bᵀ = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]].
 ///
 /// # Safety
 /// AVX-512F is available; every slice of `d` and `v` holds the same count.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn input_tile_avx512(d: &[&[f32]; E], v: &mut [&mut [f32]; E]) {
+unsafe fn input_tile(d: &[&[f32]; E], v: &mut [&mut [f32]; E]) {
     use std::arch::x86_64::*;
     let c = d[0].len();
     for c0 in (0..c).step_by(L) {
@@ -215,23 +202,16 @@ fn output_tiles(m: SendPtr, [t, tw, o]: [usize; 3], outs: std::ops::Range<usize>
             let (py, px) = (2 * ty + k / 2, 2 * tx + k % 2);
             (py < ho && px < wo).then_some(py * wo + px)
         });
+        // SAFETY: AVX-512F, as for the input transform; `planes` holds n
+        // planes, `me` n columns each.
         #[cfg(target_arch = "x86_64")]
-        if crate::sgemm::has_avx512() {
-            // SAFETY: AVX-512F checked; `planes` holds n planes, `me` n columns each.
-            unsafe { output_tile_avx512(&me, at, bias, (lo, hi), planes, plane) };
-            continue;
-        }
-        for oi in 0..n {
-            let q: [f32; E] = std::array::from_fn(|e| me[e][oi]);
-            // Columns: s[j] = (Aᵀ M)[.][j].
-            let s: [[f32; 2]; 4] = std::array::from_fn(|j| [q[j] + q[4 + j] + q[8 + j], q[4 + j] - q[8 + j] - q[12 + j]]);
-            let y = [s[0][0] + s[1][0] + s[2][0], s[1][0] - s[2][0] - s[3][0], s[0][1] + s[1][1] + s[2][1], s[1][1] - s[2][1] - s[3][1]];
-            let b = bias.map_or(0.0, |b| b[oi]);
-            for (k, spot) in at.iter().enumerate() {
-                if let Some(p) = spot {
-                    planes[oi * plane + p] = (y[k] + b).max(lo).min(hi);
-                }
-            }
+        unsafe {
+            output_tile(&me, at, bias, (lo, hi), planes, plane)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (me, at, bias, lo, hi, plane);
+            unreachable!("F(2x2) runs only beside the AVX-512 GEMM (see `applies`)")
         }
     }
     for (oi, p) in planes.chunks_exact_mut(plane).enumerate() {
@@ -243,7 +223,7 @@ fn output_tiles(m: SendPtr, [t, tw, o]: [usize; 3], outs: std::ops::Range<usize>
     }
 }
 
-/// One tile of [`output_tiles`] 16 channels to a vector: the four pixels
+/// One tile of [`output_tiles`], 16 channels to a vector: the four pixels
 /// `at` of each channel's plane (`plane` floats apart in `planes`) get
 /// Aᵀ M A plus bias, clamped to `lo..hi`.
 ///
@@ -252,7 +232,7 @@ fn output_tiles(m: SendPtr, [t, tw, o]: [usize; 3], outs: std::ops::Range<usize>
 /// `planes` n planes of `plane` floats, each holding the pixels `at`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn output_tile_avx512(me: &[&[f32]; E], at: [Option<usize>; 4], bias: Option<&[f32]>, (lo, hi): (f32, f32), planes: &mut [f32], plane: usize) {
+unsafe fn output_tile(me: &[&[f32]; E], at: [Option<usize>; 4], bias: Option<&[f32]>, (lo, hi): (f32, f32), planes: &mut [f32], plane: usize) {
     use std::arch::x86_64::*;
     let n = me[0].len();
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
