@@ -57,21 +57,6 @@ fn im2col_row(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window,
     }
 }
 
-/// (channel, ky, kx) of unfolded rows `pc..pc + kc`, counted up rather
-/// than divided out: three divisions per row were a third of a panel's time.
-fn window_rows(win: &Window, pc: usize, kc: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-    let [kh, kw] = win.kernel;
-    let mut at = (pc / (kh * kw), (pc / kw) % kh, pc % kw);
-    (0..kc).map(move |_| {
-        let here = at;
-        at.2 += 1;
-        if at.2 == kw {
-            at = if at.1 + 1 == kh { (at.0 + 1, 0, 0) } else { (at.0, at.1 + 1, 0) };
-        }
-        here
-    })
-}
-
 /// The output columns `lo..hi` whose input column (kernel column `kj`)
 /// lies in `0..w`.
 fn in_bounds(w: usize, ow: usize, win: &Window, kj: usize) -> (usize, usize) {
@@ -237,10 +222,40 @@ impl<'a> PaddedIm2col<'a> {
         oy * self.win.stride[0] * self.geo.wq + ox
     }
 
-    /// Offset of unfolded row (ci, ky, kx) for the output position whose
-    /// corner offset is 0.
-    fn tap(&self, (ci, ky, kx): (usize, usize, usize)) -> usize {
-        self.geo.at(ci, ky * self.win.dilation[0], kx * self.win.dilation[1])
+    /// Offsets of unfolded rows `pc..pc + kc` (channel, kernel y, kernel
+    /// x) for the output position whose corner offset is 0, counted up
+    /// rather than computed per row: the divisions that split a row into
+    /// its channel, tap and phase were most of a 7x7 stride-2 stem's
+    /// panel time.
+    fn taps(&self, pc: usize, kc: usize) -> impl Iterator<Item = usize> {
+        let ([kh, kw], [dy, dx], sx) = (self.win.kernel, self.win.dilation, self.geo.sx);
+        let (plane, row, phase) = (self.geo.plane(), self.geo.wq, self.geo.hp * self.geo.wq);
+        let (ci, ky, kx) = (pc / (kh * kw), (pc / kw) % kh, pc % kw);
+        // Offset of (ci, ky, 0), and kernel x's padded column as phase and
+        // column within it.
+        let mut base = self.geo.at(ci, ky * dy, 0);
+        let (mut ky, mut kx, mut ph, mut q) = (ky, kx, (kx * dx) % sx, (kx * dx) / sx);
+        (0..kc).map(move |_| {
+            let here = base + ph * phase + q;
+            kx += 1;
+            if kx == kw {
+                (kx, ph, q) = (0, 0, 0);
+                ky += 1;
+                base += dy * row;
+                if ky == kh {
+                    ky = 0;
+                    base += plane - kh * dy * row;
+                }
+            } else {
+                ph += dx % sx;
+                q += dx / sx;
+                if ph >= sx {
+                    ph -= sx;
+                    q += 1;
+                }
+            }
+            here
+        })
     }
 
     /// Plain code, a value at a time: the reference for the vector panel,
@@ -250,8 +265,7 @@ impl<'a> PaddedIm2col<'a> {
         for (lane, c) in corners.iter_mut().enumerate().take(cols) {
             *c = self.corner(j0 + lane);
         }
-        for (row, tap) in dst[..kc * width].chunks_exact_mut(width).zip(window_rows(self.win, pc, kc)) {
-            let at = self.tap(tap);
+        for (row, at) in dst[..kc * width].chunks_exact_mut(width).zip(self.taps(pc, kc)) {
             for (v, &c) in row[..cols].iter_mut().zip(&corners) {
                 *v = self.xp[at + c];
             }
@@ -294,25 +308,59 @@ impl<'a> PaddedIm2col<'a> {
         }
         let valid = [crate::sgemm::lane_mask(cols), crate::sgemm::lane_mask(cols.saturating_sub(16))];
         let last = crate::sgemm::lane_mask(width - 16 * (groups - 1));
-        let offsets = [_mm512_loadu_si512(corner.as_ptr().cast()), _mm512_loadu_si512(corner.as_ptr().add(16).cast())];
         let d = dst.as_mut_ptr();
-        for (kk, tap) in window_rows(self.win, pc, kc).enumerate() {
-            // In bounds: every lane's value lies inside the copy, and a run's
-            // masked-off lanes reach at most 15 floats past either end of
-            // it, into the slack.
-            let base = self.xp.as_ptr().add(self.tap(tap));
-            for g in 0..groups {
-                let v = if count[g] == usize::MAX {
-                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), valid[g], offsets[g], base.cast())
-                } else {
-                    runs[g][..count[g]].iter().fold(_mm512_setzero_ps(), |v, &(lanes, off)| _mm512_mask_loadu_ps(v, lanes, base.offset(off as isize)))
-                };
-                let at = d.add(kk * width + 16 * g);
-                if g + 1 < groups {
-                    _mm512_storeu_ps(at, v);
-                } else {
-                    _mm512_mask_storeu_ps(at, last, v);
+        if count[..groups].contains(&usize::MAX) {
+            let offsets = [_mm512_loadu_si512(corner.as_ptr().cast()), _mm512_loadu_si512(corner.as_ptr().add(16).cast())];
+            for (kk, tap) in self.taps(pc, kc).enumerate() {
+                // In bounds: every lane's value lies inside the copy, and a
+                // run's masked-off lanes reach at most 15 floats past either
+                // end of it, into the slack.
+                let base = self.xp.as_ptr().add(tap);
+                for g in 0..groups {
+                    let v = if count[g] == usize::MAX {
+                        _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), valid[g], offsets[g], base.cast())
+                    } else {
+                        runs[g][..count[g]].iter().fold(_mm512_setzero_ps(), |v, &(lanes, off)| _mm512_mask_loadu_ps(v, lanes, base.offset(off as isize)))
+                    };
+                    let at = d.add(kk * width + 16 * g);
+                    if g + 1 < groups {
+                        _mm512_storeu_ps(at, v);
+                    } else {
+                        _mm512_mask_storeu_ps(at, last, v);
+                    }
                 }
+            }
+            return;
+        }
+        // Every group as the same number of masked loads, unused runs with
+        // no lanes (which read nothing): no branches per row. The loop that
+        // counted each group's runs per row was a seventh of a 7x7
+        // stride-2 stem conv's time.
+        let lines = count[..groups].iter().copied().max().unwrap_or(1);
+        match lines {
+            1 => self.rows_avx512::<1>(pc, kc, &runs, groups, last, width, d),
+            2 => self.rows_avx512::<2>(pc, kc, &runs, groups, last, width, d),
+            3 => self.rows_avx512::<3>(pc, kc, &runs, groups, last, width, d),
+            _ => self.rows_avx512::<MAX_LINES>(pc, kc, &runs, groups, last, width, d),
+        }
+    }
+
+    /// The rows of a panel whose groups need at most `L` runs each.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows_avx512<const L: usize>(&self, pc: usize, kc: usize, runs: &[[(u16, i32); MAX_LINES]; 2], groups: usize, last: u16, width: usize, d: *mut f32) {
+        use std::arch::x86_64::*;
+        let load = |base: *const f32, g: usize| runs[g][..L].iter().fold(_mm512_setzero_ps(), |v, &(lanes, off)| _mm512_mask_loadu_ps(v, lanes, base.offset(off as isize)));
+        for (kk, tap) in self.taps(pc, kc).enumerate() {
+            // In bounds as in `panel_avx512`; a run with no lanes reads nothing.
+            let base = self.xp.as_ptr().add(tap);
+            let at = d.add(kk * width);
+            if groups == 2 {
+                _mm512_storeu_ps(at, load(base, 0));
+                _mm512_mask_storeu_ps(at.add(16), last, load(base, 1));
+            } else {
+                _mm512_mask_storeu_ps(at, last, load(base, 0));
             }
         }
     }
@@ -357,6 +405,9 @@ mod tests {
             // Groups over two or three output rows: one line per row.
             ([2, 20, 20], [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]),
             ([2, 9, 12], [3, 3], [1, 1], [0, 0, 0, 0], [1, 1]),
+            // Dilations that cross a phase, or whole columns of one.
+            ([2, 9, 20], [2, 4], [2, 3], [1, 2, 0, 1], [1, 2]),
+            ([1, 8, 30], [1, 3], [1, 2], [0, 4, 0, 4], [1, 4]),
         ];
         for ([c, h, w], kernel, stride, pad, dilation) in cases {
             let win = Window { kernel, stride, pad, dilation };
@@ -369,8 +420,8 @@ mod tests {
             let mut xp = vec![f32::NAN; geo.len(c)];
             geo.fill(&x, [h, w], &win, &mut xp);
             let src = PaddedIm2col::new(&xp, geo, [oh, ow], &win, false);
-            for pc in [0, 1, k / 2] {
-                let kc = (k - pc).min(5);
+            // Short runs of rows, and runs to the end that cross channels.
+            for (pc, kc) in [0, 1, k / 2].into_iter().flat_map(|pc| [(pc, (k - pc).min(5)), (pc, k - pc)]) {
                 for (width, j0) in [NR, MR].into_iter().flat_map(|wd| (0..n).step_by(wd).chain([1, n.saturating_sub(3)]).map(move |j0| (wd, j0))) {
                     let cols = width.min(n - j0);
                     let mut panels = vec![vec![f32::NAN; kc * width]; 2];
