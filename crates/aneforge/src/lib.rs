@@ -6,6 +6,7 @@
 //! [`backend::sim::SimProgram`]. No Python here: the binding crate only
 //! converts arguments and maps [`Error`]s to exceptions.
 
+mod aligned;
 pub mod autograd;
 pub mod backend;
 pub mod builder;

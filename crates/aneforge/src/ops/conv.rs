@@ -152,7 +152,7 @@ impl OpDef for Conv {
         unfold
     }
 
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut [f32], ctx: &EvalCtx) {
         let (x, w) = (ins[0], ins[1]);
         let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
         let [_, o, oh, ow] = [out_shape[0], out_shape[1], out_shape[2], out_shape[3]];
@@ -451,7 +451,7 @@ impl OpDef for ConvTranspose {
         let (x, w) = (ins[0], ins[1]);
         w.shape[1] * w.shape[2] * w.shape[3] * x.shape[2] * x.shape[3]
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut [f32], ctx: &EvalCtx) {
         let (x, w) = (ins[0], ins[1]);
         let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
         let [_, o, oh, ow] = [out_shape[0], out_shape[1], out_shape[2], out_shape[3]];
@@ -548,7 +548,7 @@ impl OpDef for ConvWeightGrad {
         let (o, kk) = (out.shape[0], out.numel() / out.shape[0]);
         n.min(rayon::current_num_threads().max(1)) * (o * kk + kk * plane)
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], scratch: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], scratch: &mut [f32], _: &EvalCtx) {
         let (x, dy) = (ins[0], ins[1]);
         let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
         let [o, oh, ow] = [dy.shape[1], dy.shape[2], dy.shape[3]];

@@ -247,7 +247,7 @@ impl OpDef for Unary {
         }
         Ok(x.clone())
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut [f32], ctx: &EvalCtx) {
         self.apply_slice(ins[0].data, out, ctx.ieee);
     }
     fn cost(&self, _: &[&Fact], out: &Fact) -> Cost {
@@ -475,7 +475,7 @@ impl OpDef for Binary {
         let shape = broadcast_shapes(op, &inputs[0].shape, &inputs[1].shape)?;
         Ok(Fact::new(shape, if self.is_comparison() { DType::Bool } else { d }))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], ctx: &EvalCtx) {
         let ieee = ctx.ieee;
         // As for Unary: a constant variant per arm lets each loop vectorise.
         macro_rules! arms {
@@ -568,7 +568,7 @@ impl OpDef for Where {
         let s = broadcast_shapes("where", &s, &inputs[2].shape)?;
         Ok(Fact::new(s, d))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], _: &EvalCtx) {
         map_broadcast::<3>([ins[0], ins[1], ins[2]], out, out_shape, |v| if v[0] != 0.0 { v[1] } else { v[2] });
     }
 }
@@ -587,7 +587,7 @@ impl OpDef for Cast {
         expect_inputs("cast", inputs, 1)?;
         Ok(Fact::new(inputs[0].shape.clone(), self.to))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut [f32], _: &EvalCtx) {
         let x = ins[0].data;
         match self.to {
             DType::Bool => out.iter_mut().zip(x).for_each(|(o, &v)| *o = (v != 0.0) as u8 as f32),
@@ -806,7 +806,7 @@ impl OpDef for UnaryGrad {
         }
         Ok(inputs[1].clone())
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], _: &EvalCtx) {
         let u = self.of;
         match u {
             // The common activation gets its own loop (a select the

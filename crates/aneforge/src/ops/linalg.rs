@@ -81,7 +81,7 @@ impl OpDef for MatMul {
         Ok(Fact::new(shape, a.dtype))
     }
 
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], ctx: &EvalCtx) {
         let (a, b) = (ins[0], ins[1]);
         let (m, k, _, n) = self.dims(a.shape, b.shape);
         let r = out_shape.len();

@@ -68,7 +68,7 @@ pub struct Cost {
 pub trait OpDef {
     fn name(&self) -> String;
     fn infer(&self, inputs: &[&Fact]) -> Result<Fact>;
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut Vec<f32>, ctx: &EvalCtx);
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut [f32], ctx: &EvalCtx);
     /// f32 scratch elements `eval` needs; preallocated once per program.
     fn scratch_len(&self, _ins: &[&Fact], _out: &Fact) -> usize {
         0
@@ -165,7 +165,7 @@ impl Op {
     pub fn infer(&self, inputs: &[&Fact]) -> Result<Fact> {
         dispatch!(self, x => x.infer(inputs))
     }
-    pub fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut Vec<f32>, ctx: &EvalCtx) {
+    pub fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], scratch: &mut [f32], ctx: &EvalCtx) {
         dispatch!(self, x => x.eval(ins, out, out_shape, scratch, ctx))
     }
     pub fn rounds_output(&self) -> bool {

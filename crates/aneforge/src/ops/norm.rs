@@ -24,7 +24,7 @@ impl OpDef for Softmax {
         norm_axis(&op, self.axis as i64, inputs[0].rank())?;
         Ok(inputs[0].clone())
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut [f32], ctx: &EvalCtx) {
         let x = ins[0];
         let n = x.shape[self.axis];
         let inner: usize = x.shape[self.axis + 1..].iter().product();
@@ -177,7 +177,7 @@ impl OpDef for Norm {
         }
         Ok(x.clone())
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut [f32], ctx: &EvalCtx) {
         let x = ins[0];
         let n: usize = x.shape[x.shape.len() - self.naxes..].iter().product();
         let gamma = if self.gamma { Some(ins[1].data) } else { None };

@@ -155,7 +155,7 @@ impl OpDef for Pool {
         ins: &[View],
         out: &mut [f32],
         out_shape: &[usize],
-        _: &mut Vec<f32>,
+        _: &mut [f32],
         ctx: &EvalCtx,
     ) {
         let x = ins[0];
@@ -336,7 +336,7 @@ impl OpDef for Resize {
             x.dtype,
         ))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut [f32], _: &EvalCtx) {
         let x = ins[0];
         let [h, w] = [x.shape[2], x.shape[3]];
         let [oh, ow] = self.size;
@@ -424,7 +424,7 @@ impl OpDef for PoolGrad {
         }
         Ok(inputs[0].clone())
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut [f32], ctx: &EvalCtx) {
         let (x, dy) = (ins[0], ins[1]);
         let [h, w] = [x.shape[2], x.shape[3]];
         let [oh, ow] = [dy.shape[2], dy.shape[3]];

@@ -138,7 +138,7 @@ impl OpDef for Reduce {
         }
         Ok(Fact::new(shape, x.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut [f32], ctx: &EvalCtx) {
         let x = ins[0];
         let r = x.shape.len();
         let (a0, a1) = (self.axes.first().copied().unwrap_or(0), self.axes.last().map_or(0, |a| a + 1));
@@ -368,7 +368,7 @@ impl OpDef for CumSum {
         norm_axis("cumsum", self.axis as i64, inputs[0].rank())?;
         Ok(inputs[0].clone())
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, ctx: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut [f32], ctx: &EvalCtx) {
         let x = ins[0];
         let n = x.shape[self.axis];
         let inner: usize = x.shape[self.axis + 1..].iter().product();

@@ -65,7 +65,7 @@ impl OpDef for Reshape {
         }
         Ok(Fact::new(self.shape.clone(), x.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut [f32], _: &EvalCtx) {
         out.copy_from_slice(ins[0].data);
     }
     fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
@@ -94,7 +94,7 @@ impl OpDef for Transpose {
         }
         Ok(Fact::new(self.perm.iter().map(|&p| x.shape[p]).collect(), x.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], _: &EvalCtx) {
         let st = strides_small(ins[0].shape);
         let strides: Dims<isize> = self.perm.iter().map(|&p| st[p] as isize).collect();
         copy_strided(ins[0].data, 0, &strides, out_shape, out);
@@ -138,7 +138,7 @@ impl OpDef for Concat {
         }
         Ok(Fact::new(shape, first.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], _: &EvalCtx) {
         let outer: usize = out_shape[..self.axis].iter().product();
         let inner: usize = out_shape[self.axis + 1..].iter().product();
         let row = out_shape[self.axis] * inner;
@@ -218,7 +218,7 @@ impl OpDef for Slice {
         }
         Ok(Fact::new(self.len.clone(), x.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], _: &EvalCtx) {
         let st = strides_small(ins[0].shape);
         let base: isize = self.begin.iter().zip(st.iter()).map(|(&b, &s)| (b * s) as isize).sum();
         let strides: Dims<isize> = self.stride.iter().zip(st.iter()).map(|(&k, &s)| k * s as isize).collect();
@@ -248,7 +248,7 @@ impl OpDef for Expand {
         }
         Ok(Fact::new(s, x.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], _: &EvalCtx) {
         let strides: Dims<isize> =
             super::elementwise::broadcast_strides(ins[0].shape, out_shape).iter().map(|&s| s as isize).collect();
         copy_strided(ins[0].data, 0, &strides, out_shape, out);
@@ -277,7 +277,7 @@ impl OpDef for Tile {
         let shape = shape.ok_or_else(|| Error::shape("tile", format!("reps {:?} overflow the size of {}", self.reps, fmt_shape(&x.shape))))?;
         Ok(Fact::new(shape, x.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], _: &EvalCtx) {
         let shape = ins[0].shape;
         map_rows(ins[0], out, out_shape, 0.0, |ax, i| Some(i % shape[ax]), |src, o| {
             for rep in o.chunks_exact_mut(src.len()) {
@@ -325,7 +325,7 @@ impl OpDef for Pad {
         let shape = shape.ok_or_else(|| Error::shape("pad", format!("padding {:?} overflows the size of {}", self.pads, fmt_shape(&x.shape))))?;
         Ok(Fact::new(shape, x.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], _: &EvalCtx) {
         let shape = ins[0].shape;
         let pads = &self.pads;
         let mode = self.mode;
@@ -444,7 +444,7 @@ impl OpDef for Gather {
         shape.extend(&x.shape[self.axis + 1..]);
         Ok(Fact::new(shape, x.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &mut [f32], _: &EvalCtx) {
         let x = ins[0];
         let outer: usize = x.shape[..self.axis].iter().product();
         let inner: usize = x.shape[self.axis + 1..].iter().product();
@@ -493,7 +493,7 @@ impl OpDef for ScatterAdd {
         shape.extend(&dy.shape[self.axis + k..]);
         Ok(Fact::new(shape, dy.dtype))
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &mut [f32], _: &EvalCtx) {
         let dy = ins[0];
         let outer: usize = out_shape[..self.axis].iter().product();
         let inner: usize = out_shape[self.axis + 1..].iter().product();

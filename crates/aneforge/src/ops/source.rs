@@ -132,7 +132,7 @@ macro_rules! source_def {
             fn infer(&self, _inputs: &[&Fact]) -> Result<Fact> {
                 Ok(self.$fact().clone())
             }
-            fn eval(&self, _: &[View], _: &mut [f32], _: &[usize], _: &mut Vec<f32>, _: &EvalCtx) {}
+            fn eval(&self, _: &[View], _: &mut [f32], _: &[usize], _: &mut [f32], _: &EvalCtx) {}
             fn cost(&self, _: &[&Fact], _: &Fact) -> Cost {
                 Cost::default()
             }

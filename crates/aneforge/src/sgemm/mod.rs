@@ -20,6 +20,7 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::lane_mask;
 
+use crate::aligned::Buf;
 use crate::numerics::{add_residual_serial, f16_to_f32_serial, f32_to_f16_serial};
 use half::f16;
 use rayon::prelude::*;
@@ -280,21 +281,25 @@ impl<'a> Operand<'a> {
 }
 
 /// A packed operand as it is stored between calls. It travels as an f32
-/// buffer (the sim keeps prepared data that way) behind one header slot
-/// that says how the rest is stored: f32 values, or two fp16 halves per slot.
+/// buffer (the sim keeps prepared data that way) behind a header whose
+/// first slot says how the rest is stored: f32 values, or two fp16 halves
+/// per slot.
 pub(crate) struct PackedData<'a>(&'a [f32]);
 
 /// Header slot values (bit patterns, so no weight value can be mistaken
 /// for one: the header is never data).
 const F32_HEADER: u32 = 0;
 const F16_HEADER: u32 = 1;
+/// Slots the header takes: a cache line, so that the body of a buffer
+/// stored on one starts on the next (the sim aligns prepared data).
+const HEADER: usize = 16;
 
 impl<'a> PackedData<'a> {
     pub fn new(data: &'a [f32]) -> PackedData<'a> {
         PackedData(data)
     }
     fn operand(&self, ld: usize) -> Operand<'a> {
-        let body = &self.0[1..];
+        let body = &self.0[HEADER..];
         match self.0[0].to_bits() {
             // An odd count of halves was padded by one, less than `ld`.
             F16_HEADER => Operand::PackedF16(Packed::new(bytemuck::cast_slice(body), ld, body.len() * 2 / ld)),
@@ -308,8 +313,9 @@ impl<'a> PackedData<'a> {
 fn stored(data: Vec<f32>) -> Vec<f32> {
     let half_ok = data.iter().all(|&x| x.is_finite() && f16::from_f32(x).to_f32().to_bits() == x.to_bits());
     if !half_ok {
-        let mut out = Vec::with_capacity(1 + data.len());
+        let mut out = Vec::with_capacity(HEADER + data.len());
         out.push(f32::from_bits(F32_HEADER));
+        out.resize(HEADER, 0.0);
         out.extend_from_slice(&data);
         return out;
     }
@@ -317,8 +323,9 @@ fn stored(data: Vec<f32>) -> Vec<f32> {
     if halves.len() % 2 == 1 {
         halves.push(f16::ZERO);
     }
-    let mut out = Vec::with_capacity(1 + halves.len() / 2);
+    let mut out = Vec::with_capacity(HEADER + halves.len() / 2);
     out.push(f32::from_bits(F16_HEADER));
+    out.resize(HEADER, 0.0);
     // Two halves a word, in memory order. Not `cast_slice`: a Vec<f16>
     // need only be 2-aligned (an empty one never is), and it panicked.
     out.extend(halves.chunks_exact(2).map(|p| {
@@ -392,11 +399,11 @@ impl<'a> Epilogue<'a> {
 /// The operand every stripe of a threaded call reads, packed once. One
 /// for the process, not per thread: whichever thread makes the call, the
 /// buffer has already grown to the largest operand a warm program packs.
-static SHARED: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+static SHARED: std::sync::Mutex<Buf> = std::sync::Mutex::new(Buf::new());
 
 thread_local! {
     /// Packed A block, packed B block.
-    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static PACK: RefCell<(Buf, Buf)> = const { RefCell::new((Buf::new(), Buf::new())) };
 }
 
 /// Whether the AVX-512 kernel can run here (checked once by std).
@@ -501,7 +508,7 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
 }
 
 /// Partial products of a K-split call beyond the first (see [`split_k`]).
-static PARTIAL: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+static PARTIAL: std::sync::Mutex<Buf> = std::sync::Mutex::new(Buf::new());
 
 /// The depth of each part when a threaded call is better split along K:
 /// when the row or column split would have every thread read an operand
@@ -538,11 +545,11 @@ fn k_split(m: usize, n: usize, k: usize, threads: usize, shared: Option<usize>) 
 /// apart and the same or 5% faster with them close; ResNet-18 8% faster
 /// apart, 1% close.
 #[allow(clippy::too_many_arguments)]
-unsafe fn split_k(m: usize, n: usize, k: usize, per: usize, a: Operand, b: Operand, c: *mut f32, ldc: usize, accumulate: bool, epi: Epilogue, partial: &mut Vec<f32>) {
+unsafe fn split_k(m: usize, n: usize, k: usize, per: usize, a: Operand, b: Operand, c: *mut f32, ldc: usize, accumulate: bool, epi: Epilogue, partial: &mut Buf) {
     let parts = k.div_ceil(per);
     let each = m * n;
     if partial.len() < (parts - 1) * each {
-        partial.resize((parts - 1) * each, 0.0);
+        partial.resize((parts - 1) * each);
     }
     let (out, part) = (OutPtr(c), OutPtr(partial.as_mut_ptr()));
     (0..parts).into_par_iter().for_each(|t| {
@@ -594,7 +601,7 @@ impl PackedElem for f16 {
         PACK.with(|cell| {
             let panel = &mut cell.borrow_mut().1;
             if panel.len() < dst.len() {
-                panel.resize(dst.len(), 0.0);
+                panel.resize(dst.len());
             }
             let panel = &mut panel[..dst.len()];
             pack(panel);
@@ -607,10 +614,10 @@ impl PackedElem for f16 {
 /// into `buf` (reused as storage of `T`) in the layout of [`Packed`], all
 /// threads taking micro-panels in turn: `pack(pc, kc, i0, rows, dst)`
 /// writes one.
-fn prepack<T: PackedElem>(buf: &mut Vec<f32>, total: usize, k: usize, len: usize, tile: usize, pack: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync) -> &[T] {
+fn prepack<T: PackedElem>(buf: &mut Buf, total: usize, k: usize, len: usize, tile: usize, pack: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync) -> &[T] {
     let words = (total * std::mem::size_of::<T>()).div_ceil(4);
     if buf.len() < words {
-        buf.resize(words, 0.0);
+        buf.resize(words);
     }
     let ld = len.next_multiple_of(tile);
     let data = OutPtr(bytemuck::cast_slice_mut::<f32, T>(&mut buf[..words]).as_mut_ptr());
@@ -773,10 +780,10 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
         let a_rows = row_major(a);
         let need_b = if matches!(b, Operand::Strided(_) | Operand::Source(_)) { n.next_multiple_of(NR).min(NC) * KC } else { 0 };
         if pa.len() < need_a {
-            pa.resize(need_a, 0.0);
+            pa.resize(need_a);
         }
         if pb.len() < need_b {
-            pb.resize(need_b, 0.0);
+            pb.resize(need_b);
         }
         // Blocks end where a packed operand's do (a call split along K may
         // start inside one).
@@ -1034,8 +1041,8 @@ pub(crate) fn reserve_packing() {
     }
     PACK.with(|cell| {
         let (pa, pb) = &mut *cell.borrow_mut();
-        pa.resize(pa.len().max(MC * KC), 0.0);
-        pb.resize(pb.len().max(NC * KC), 0.0);
+        pa.resize(pa.len().max(MC * KC));
+        pb.resize(pb.len().max(NC * KC));
     });
 }
 

@@ -108,7 +108,7 @@ fn check(m: usize, n: usize, k: usize, case: Case) {
         round: case.round,
     };
     match case.split_k {
-        Some(per) => unsafe { split_k(m, n, k, per, lhs, rhs, c.as_mut_ptr(), ldc, accumulate, epi, &mut Vec::new()) },
+        Some(per) => unsafe { split_k(m, n, k, per, lhs, rhs, c.as_mut_ptr(), ldc, accumulate, epi, &mut crate::aligned::Buf::new()) },
         None => unsafe { sgemm(m, n, k, lhs, rhs, c.as_mut_ptr(), ldc, accumulate, epi, parallel) },
     }
     for i in 0..m {
@@ -326,6 +326,24 @@ fn packed_storage_is_never_guessed_from_the_data() {
         assert_eq!(matches!(op, Operand::PackedF16(_)), want_half, "first value {first:?}");
         if let Operand::Packed(pk) = op {
             assert_eq!(pk.data[0].to_bits(), first.to_bits());
+        }
+    }
+}
+
+#[test]
+fn packed_bodies_start_on_a_cache_line_when_their_buffer_does() {
+    // fp16-exact values (stored as halves) and values that are not (f32).
+    let exact: Vec<f32> = (0..40 * 70).map(|i| (i % 512) as f32 * 0.5).collect();
+    let inexact: Vec<f32> = exact.iter().map(|v| v + 1e-4).collect();
+    for w in [&exact, &inexact] {
+        for (stored, ld) in [(pack_rhs(Mat::rows(w, 70), 40, 70), 70usize.next_multiple_of(NR)), (pack_lhs_each(w, 1, 40, 70), 40usize.next_multiple_of(MR))] {
+            let buf = crate::aligned::Buf::from_slice(&stored);
+            let body = match PackedData::new(&buf).operand(ld) {
+                Operand::Packed(p) => p.data.as_ptr() as usize,
+                Operand::PackedF16(p) => p.data.as_ptr() as usize,
+                _ => unreachable!("a stored buffer is packed"),
+            };
+            assert_eq!(body % 64, 0);
         }
     }
 }

@@ -17,6 +17,7 @@
 mod pinning;
 pub use pinning::{adopt_calling_thread, core_round_trip_ns};
 
+use crate::aligned::Buf;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fact::{human_bytes, Fact};
@@ -65,7 +66,7 @@ pub struct SimProgram {
     pub state: Vec<StateSlot>,
     slot_sizes: Vec<usize>,
     scratch: usize,
-    consts: Vec<Arc<Vec<f32>>>,
+    consts: Vec<ConstData>,
     pub inputs: Vec<Port>,
     pub outputs: Vec<Port>,
     pub ctx: EvalCtx,
@@ -82,10 +83,35 @@ pub struct SimProgram {
 const INLINE_MAX_VALUES: usize = 1 << 14;
 const INLINE_MAX_FLOPS: f64 = (1u64 << 19) as f64;
 
+/// A constant's values: the graph's own, shared rather than copied, or
+/// made while compiling (rounded values, parameters, prepared weight
+/// transforms), which start on a cache line for the kernels' vector loads.
+#[derive(Clone, Debug)]
+enum ConstData {
+    Shared(Arc<Vec<f32>>),
+    Made(Arc<Buf>),
+}
+
+impl ConstData {
+    fn made(v: Vec<f32>) -> ConstData {
+        ConstData::Made(Arc::new(Buf::from_slice(&v)))
+    }
+}
+
+impl std::ops::Deref for ConstData {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            ConstData::Shared(v) => v,
+            ConstData::Made(b) => b,
+        }
+    }
+}
+
 /// The buffers of one program instance.
 pub struct SimState {
-    slots: Vec<Vec<f32>>,
-    scratch: Vec<f32>,
+    slots: Vec<Buf>,
+    scratch: Buf,
     /// Room for the widest step's input views. Views borrow the slots, so
     /// they cannot outlive a step; between steps this holds no view, only
     /// the capacity (see [`with_views`]).
@@ -169,7 +195,7 @@ impl SimProgram {
         }
         let mut state: Vec<StateSlot> = vec![];
         let mut loc: Vec<Option<Loc>> = vec![None; n];
-        let mut consts: Vec<Arc<Vec<f32>>> = vec![];
+        let mut consts: Vec<ConstData> = vec![];
         let mut slot_sizes: Vec<usize> = vec![];
         let mut free: Vec<usize> = vec![];
         let mut steps = vec![];
@@ -233,9 +259,9 @@ impl SimProgram {
                     if round {
                         let mut v = (*c.data).clone();
                         round_f16_slice(&mut v);
-                        consts.push(Arc::new(v));
+                        consts.push(ConstData::made(v));
                     } else {
-                        consts.push(c.data.clone());
+                        consts.push(ConstData::Shared(c.data.clone()));
                     }
                     loc[i] = Some(Loc::Const(consts.len() - 1));
                     continue;
@@ -253,7 +279,7 @@ impl SimProgram {
                     if ctx.fp16 && p.cell.fact.dtype == DType::F16 {
                         round_f16_slice(&mut v);
                     }
-                    consts.push(Arc::new(v));
+                    consts.push(ConstData::made(v));
                     loc[i] = Some(Loc::Const(consts.len() - 1));
                     continue;
                 }
@@ -269,11 +295,11 @@ impl SimProgram {
             let mut ins = ins;
             let mut in_shapes: Vec<Vec<usize>> = facts.iter().map(|f| f.shape.clone()).collect();
             let const_data: Vec<Option<&[f32]>> =
-                ins.iter().map(|l| if let Loc::Const(c) = l { Some(consts[*c].as_slice()) } else { None }).collect();
+                ins.iter().map(|l| if let Loc::Const(c) = l { Some(&consts[*c][..]) } else { None }).collect();
             let extra = node.op.prepare(&facts, &const_data, &node.fact);
             if let Some(extra) = extra {
                 in_shapes.push(vec![extra.len()]);
-                consts.push(Arc::new(extra));
+                consts.push(ConstData::made(extra));
                 ins.push(Loc::Const(consts.len() - 1));
             }
             inline &= node.fact.numel() < INLINE_MAX_VALUES
@@ -335,8 +361,8 @@ impl SimProgram {
     pub fn new_state(&self) -> SimState {
         let widest = self.steps.iter().map(|s| s.ins.len()).max().unwrap_or(0);
         let mut st = SimState {
-            slots: self.slot_sizes.iter().map(|&s| vec![0.0; s]).collect(),
-            scratch: vec![0.0; self.scratch],
+            slots: self.slot_sizes.iter().map(|&s| Buf::zeroed(s)).collect(),
+            scratch: Buf::zeroed(self.scratch),
             views: Vec::with_capacity(widest),
         };
         for k in 0..self.state.len() {
@@ -395,7 +421,7 @@ impl SimProgram {
         self.read(&st.slots, p.loc, p.fact.numel())
     }
 
-    fn read<'a>(&'a self, slots: &'a [Vec<f32>], l: Loc, n: usize) -> &'a [f32] {
+    fn read<'a>(&'a self, slots: &'a [Buf], l: Loc, n: usize) -> &'a [f32] {
         match l {
             Loc::Slot(s) => &slots[s][..n],
             Loc::Const(c) => &self.consts[c][..n],
