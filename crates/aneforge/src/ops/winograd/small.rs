@@ -89,13 +89,13 @@ pub(crate) fn conv3x3(x: &[f32], [c, h, w]: [usize; 3], prepared: &[f32], o: usi
         if iy < 0 || iy >= h as isize {
             return;
         }
-        // Input columns 0..w land at padded columns pad_left.. (those past
-        // the padded row, when the output is cropped, are never read).
-        let cols = w.min(wp.saturating_sub(pad[1]));
+        // Input columns 0..w land at padded columns pad_left..: the
+        // padded row (two per output tile, plus two) always holds them.
+        debug_assert!(pad[1] + w <= wp);
         let src = &x[iy as usize * w..];
         for c0 in (0..c).step_by(L) {
             let n = L.min(c - c0);
-            for ix in 0..cols {
+            for ix in 0..w {
                 let dst = &mut row[(ix + pad[1]) * c + c0..][..n];
                 for (l, val) in dst.iter_mut().enumerate() {
                     *val = src[(c0 + l) * h * w + ix];
