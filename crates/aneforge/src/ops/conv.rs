@@ -208,13 +208,13 @@ impl OpDef for Conv {
             // residual is added after the transpose, and the clamp with it.
             let (ct, xp) = scratch.split_at_mut(plane * o);
             let wt = Operand::packed_rhs(&PackedData::new(wt), o);
-            let geo = Padded::new([h, wd], &self.window);
             let (padded, _) = self.unfolding(c, [h, wd], [oh, ow]);
             let epi = Epilogue { col_bias: self.bias.then(|| ins[2].data), clamp: clamp.filter(|_| !self.residual), round, ..Default::default() };
             for b in 0..n {
                 let xin = &x.data[b * c * h * wd..(b + 1) * c * h * wd];
                 let source;
                 let cols = if padded {
+                    let geo = Padded::new([h, wd], &self.window);
                     geo.fill(xin, [h, wd], &self.window, xp);
                     source = PaddedIm2col::new(xp, geo, [oh, ow], &self.window, ctx.fp16);
                     Operand::source(&source)

@@ -100,7 +100,11 @@ impl Padded {
     }
     /// Where padded row `r`, padded column `col` of channel `ci` lives.
     fn at(&self, ci: usize, r: usize, col: usize) -> usize {
-        SLACK + ci * self.plane() + (col % self.sx) * self.hp * self.wq + r * self.wq + col / self.sx
+        SLACK + ci * self.plane() + self.in_plane(r, col)
+    }
+    /// Where padded row `r`, padded column `col` lives within its channel.
+    fn in_plane(&self, r: usize, col: usize) -> usize {
+        (col % self.sx) * self.hp * self.wq + r * self.wq + col / self.sx
     }
 
     /// Writes the copy of `x` ([C, H, W]) into `dst` (at least
@@ -112,15 +116,15 @@ impl Padded {
         let (body, tail) = rest.split_at_mut(c * self.plane());
         tail.fill(0.0);
         let (pt, pl) = (win.pad[0], win.pad[1]);
-        let (hp, wq, sx) = (self.hp, self.wq, self.sx);
+        let (hp, wq) = (self.hp, self.wq);
         body.par_chunks_mut(self.plane()).zip(x.par_chunks(h * w)).for_each(|(plane, src)| {
             // One fill for the margins: per-row fills of a few floats each
             // were libc calls, most of the copy's time.
             plane.fill(0.0);
             for (y, srow) in src.chunks_exact(w).enumerate() {
-                let at = |p: usize| p * hp * wq + (y + pt) * wq;
-                match sx {
-                    1 => plane[at(0) + pl..at(0) + pl + w].copy_from_slice(srow),
+                let at = |col: usize| self.in_plane(y + pt, col);
+                match self.sx {
+                    1 => plane[at(pl)..at(pl) + w].copy_from_slice(srow),
                     // Padded column 2j + p: input pair i (columns 2i, 2i+1)
                     // lands at j = i + pl/2 of phases (0, 1) when pl is
                     // even, and at phase 1's i + pl/2, phase 0's i + pl/2 + 1
@@ -137,8 +141,7 @@ impl Padded {
                     }
                     _ => {
                         for (ix, &v) in srow.iter().enumerate() {
-                            let col = ix + pl;
-                            plane[at(col % sx) + col / sx] = v;
+                            plane[at(ix + pl)] = v;
                         }
                     }
                 }
@@ -152,12 +155,11 @@ impl Padded {
 fn deinterleave(src: &[f32], a: &mut [f32], b: &mut [f32]) {
     let pairs = src.len() / 2;
     assert!(a.len() >= src.len().div_ceil(2) && b.len() >= pairs, "deinterleave: destination rows too short");
-    let mut done = 0;
+    // SAFETY: AVX-512F was just detected; lengths checked above.
     #[cfg(target_arch = "x86_64")]
-    if crate::sgemm::has_avx512() {
-        // SAFETY: AVX-512F was just detected; lengths checked above.
-        done = unsafe { deinterleave_avx512(src, a, b) };
-    }
+    let done = if crate::sgemm::has_avx512() { unsafe { deinterleave_avx512(src, a, b) } } else { 0 };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for i in done..pairs {
         a[i] = src[2 * i];
         b[i] = src[2 * i + 1];
@@ -193,6 +195,7 @@ unsafe fn deinterleave_avx512(src: &[f32], a: &mut [f32], b: &mut [f32]) -> usiz
 }
 
 /// Runs of lanes per 16-lane group beyond which a gather is as cheap.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MAX_LINES: usize = 4;
 
 /// The unfolded input read from a [`Padded`] copy: each row of a panel is
