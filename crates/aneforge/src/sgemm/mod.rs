@@ -462,8 +462,13 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Operand, b: Operand,
         let stripe = len.div_ceil(threads * per);
         // Rows of an A read in place may start anywhere: no rounding to
         // whole tiles, which would leave one thread 108 rows of 197 and the
-        // other 89.
-        if by_cols || !keeps_rows_local(a, b) { stripe.next_multiple_of(tile) } else { stripe }
+        // other 89. Columns of a B made panel by panel may start at any
+        // vector: a 784-wide product splits 400 + 384, not 416 + 368.
+        match b {
+            _ if !by_cols && keeps_rows_local(a, b) => stripe,
+            Operand::Strided(_) | Operand::Source(_) if by_cols => stripe.next_multiple_of(16),
+            _ => stripe.next_multiple_of(tile),
+        }
     };
     let run = |a: Operand, b: Operand| {
         let read_whole = if by_cols { a } else { b };
