@@ -93,8 +93,8 @@ enum ConstData {
 }
 
 impl ConstData {
-    fn made(v: Vec<f32>) -> ConstData {
-        ConstData::Made(Arc::new(Buf::from_slice(&v)))
+    fn made(v: &[f32]) -> ConstData {
+        ConstData::Made(Arc::new(Buf::from_slice(v)))
     }
 }
 
@@ -257,9 +257,9 @@ impl SimProgram {
                         && c.fact.dtype == DType::F16
                         && !c.data.iter().all(|&x| crate::numerics::round_f16_fast(x).to_bits() == x.to_bits());
                     if round {
-                        let mut v = (*c.data).clone();
+                        let mut v = Buf::from_slice(&c.data);
                         round_f16_slice(&mut v);
-                        consts.push(ConstData::made(v));
+                        consts.push(ConstData::Made(Arc::new(v)));
                     } else {
                         consts.push(ConstData::Shared(c.data.clone()));
                     }
@@ -279,7 +279,7 @@ impl SimProgram {
                     if ctx.fp16 && p.cell.fact.dtype == DType::F16 {
                         round_f16_slice(&mut v);
                     }
-                    consts.push(ConstData::made(v));
+                    consts.push(ConstData::made(&v));
                     loc[i] = Some(Loc::Const(consts.len() - 1));
                     continue;
                 }
@@ -299,7 +299,7 @@ impl SimProgram {
             let extra = node.op.prepare(&facts, &const_data, &node.fact);
             if let Some(extra) = extra {
                 in_shapes.push(vec![extra.len()]);
-                consts.push(ConstData::made(extra));
+                consts.push(ConstData::made(&extra));
                 ins.push(Loc::Const(consts.len() - 1));
             }
             inline &= node.fact.numel() < INLINE_MAX_VALUES
