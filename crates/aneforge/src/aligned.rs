@@ -31,24 +31,31 @@ impl Buf {
     }
 
     pub fn from_slice(v: &[f32]) -> Buf {
-        let mut b = Buf::zeroed(v.len());
-        b.copy_from_slice(v);
-        b
+        // Whole lines straight from the source: no zero-fill to overwrite.
+        let chunks = v.chunks_exact(16);
+        let tail = chunks.remainder();
+        let mut lines: Vec<Line> = chunks.map(|c| Line(c.try_into().expect("chunks_exact(16)"))).collect();
+        if !tail.is_empty() {
+            let mut last = [0.0; 16];
+            last[..tail.len()].copy_from_slice(tail);
+            lines.push(Line(last));
+        }
+        Buf { lines, len: v.len() }
     }
 
-    /// Grows to `len` values (new ones zero), as `Vec::resize(len, 0.0)`;
-    /// never shrinks the allocation.
-    pub fn resize(&mut self, len: usize) {
+    /// Makes the buffer at least `len` values long (new ones zero). Callers
+    /// use it as reusable scratch sized for the largest job seen, so it
+    /// never shrinks.
+    pub fn grow_to(&mut self, len: usize) {
+        if len <= self.len {
+            return;
+        }
         if len > self.lines.len() * 16 {
             self.lines.resize(len.div_ceil(16), Line([0.0; 16]));
         }
-        if len > self.len {
-            let start = self.len;
-            self.len = len;
-            self[start..].fill(0.0);
-        } else {
-            self.len = len;
-        }
+        // Values past `len` inside the last line are still zero: nothing
+        // ever shrinks `len` to expose written ones.
+        self.len = len;
     }
 }
 
@@ -81,10 +88,25 @@ mod tests {
         assert_eq!(b.as_ptr() as usize % 64, 0);
         assert_eq!(&b[..], &[0.0; 5]);
         b[4] = 1.0;
-        b.resize(3);
-        b.resize(40);
+        b.grow_to(3);
+        assert_eq!(b.len(), 5, "grow_to never shrinks");
+        b.grow_to(40);
         assert_eq!(b.len(), 40);
-        assert!(b.iter().all(|&v| v == 0.0), "values past a shrink come back as zeros");
+        assert_eq!(b[4], 1.0);
+        assert!(b[5..].iter().all(|&v| v == 0.0), "grown values are zeros");
         assert_eq!(b.as_ptr() as usize % 64, 0);
+    }
+
+    #[test]
+    fn from_slice_copies_every_value_and_pads_the_last_line_with_zeros() {
+        for n in [0, 1, 15, 16, 17, 33] {
+            let v: Vec<f32> = (0..n).map(|i| i as f32 + 0.5).collect();
+            let b = Buf::from_slice(&v);
+            assert_eq!(&b[..], &v[..]);
+            assert_eq!(b.as_ptr() as usize % 64, 0);
+            let mut g = b.clone();
+            g.grow_to(n + 16);
+            assert!(g[n..].iter().all(|&x| x == 0.0));
+        }
     }
 }

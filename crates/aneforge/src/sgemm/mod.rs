@@ -553,9 +553,7 @@ fn k_split(m: usize, n: usize, k: usize, threads: usize, shared: Option<usize>) 
 unsafe fn split_k(m: usize, n: usize, k: usize, per: usize, a: Operand, b: Operand, c: *mut f32, ldc: usize, accumulate: bool, epi: Epilogue, partial: &mut Buf) {
     let parts = k.div_ceil(per);
     let each = m * n;
-    if partial.len() < (parts - 1) * each {
-        partial.resize((parts - 1) * each);
-    }
+    partial.grow_to((parts - 1) * each);
     let (out, part) = (OutPtr(c), OutPtr(partial.as_mut_ptr()));
     (0..parts).into_par_iter().for_each(|t| {
         // The whole Send wrappers, not their raw pointer fields, are captured.
@@ -605,9 +603,7 @@ impl PackedElem for f16 {
     fn store(dst: &mut [f16], pack: impl FnOnce(&mut [f32])) {
         PACK.with(|cell| {
             let panel = &mut cell.borrow_mut().1;
-            if panel.len() < dst.len() {
-                panel.resize(dst.len());
-            }
+            panel.grow_to(dst.len());
             let panel = &mut panel[..dst.len()];
             pack(panel);
             f32_to_f16_serial(panel, dst);
@@ -621,9 +617,7 @@ impl PackedElem for f16 {
 /// writes one.
 fn prepack<T: PackedElem>(buf: &mut Buf, total: usize, k: usize, len: usize, tile: usize, pack: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync) -> &[T] {
     let words = (total * std::mem::size_of::<T>()).div_ceil(4);
-    if buf.len() < words {
-        buf.resize(words);
-    }
+    buf.grow_to(words);
     let ld = len.next_multiple_of(tile);
     let data = OutPtr(bytemuck::cast_slice_mut::<f32, T>(&mut buf[..words]).as_mut_ptr());
     let panels = ld / tile;
@@ -784,12 +778,8 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
         let need_a = if in_place(a, true) { 0 } else { m.next_multiple_of(MR).min(MC) * KC };
         let a_rows = row_major(a);
         let need_b = if matches!(b, Operand::Strided(_) | Operand::Source(_)) { n.next_multiple_of(NR).min(NC) * KC } else { 0 };
-        if pa.len() < need_a {
-            pa.resize(need_a);
-        }
-        if pb.len() < need_b {
-            pb.resize(need_b);
-        }
+        pa.grow_to(need_a);
+        pb.grow_to(need_b);
         // Blocks end where a packed operand's do (a call split along K may
         // start inside one).
         let boundary = |pc: usize| match (a, b) {
@@ -1046,8 +1036,8 @@ pub(crate) fn reserve_packing() {
     }
     PACK.with(|cell| {
         let (pa, pb) = &mut *cell.borrow_mut();
-        pa.resize(pa.len().max(MC * KC));
-        pb.resize(pb.len().max(NC * KC));
+        pa.grow_to(MC * KC);
+        pb.grow_to(NC * KC);
     });
 }
 
