@@ -307,7 +307,8 @@ impl OpDef for Conv {
             return Some(super::winograd::small::transform_weights(w, o, c));
         }
         if self.is_transposed(c, out) {
-            return Some(crate::sgemm::pack_rhs(Mat::cols(w, kk), kk, o));
+            let positions = out.numel() / o;
+            return Some(crate::sgemm::pack_rhs(Mat::cols(w, kk), kk, o, positions));
         }
         let og = o / self.groups;
         Some(crate::sgemm::pack_lhs_each(w, self.groups, og, w.len() / o))

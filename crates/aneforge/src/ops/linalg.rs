@@ -154,7 +154,7 @@ impl OpDef for MatMul {
             return None;
         }
         let bm = if self.transpose_b { Mat::cols(b, k) } else { Mat::rows(b, n) };
-        Some(pack_rhs(bm, k, n))
+        Some(pack_rhs(bm, k, n, ins[0].numel() / k.max(1)))
     }
 
     fn cost(&self, ins: &[&Fact], out: &Fact) -> Cost {

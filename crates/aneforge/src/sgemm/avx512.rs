@@ -197,9 +197,10 @@ fn row_masks(cols: usize) -> (__mmask16, __mmask16) {
 }
 
 /// A B element the kernel loads 16 at a time: f32, or fp16 widened in the
-/// load itself. The widening runs beside the FMAs (measured: fp16 and f32
-/// panels give the same GFLOP/s), so fp16 weights need no widening pass
-/// and keep half the memory traffic.
+/// load itself, so fp16 weights need no widening pass and keep half the
+/// memory traffic. The widening is not free: each `vcvtph2ps` takes FMA
+/// port slots, ~13% of a compute-bound tile's throughput (see
+/// `F32_RHS_ROWS` for when B is packed as f32 instead).
 trait Lanes: Copy {
     /// Sixteen consecutive values at `p`, as f32.
     ///

@@ -87,7 +87,7 @@ unsafe impl<T> Sync for OutPtr<T> {}
 /// layout the kernel streams, so calls passing them skip packing; matrix g
 /// is `Operand::packed_lhs(..).nth(g, packed_len(m, k))`.
 pub(crate) fn pack_lhs_each(a: &[f32], count: usize, m: usize, k: usize) -> Vec<f32> {
-    stored((0..count).flat_map(|g| pack_lhs_f32(&a[g * m * k..(g + 1) * m * k], m, k)).collect())
+    stored((0..count).flat_map(|g| pack_lhs_f32(&a[g * m * k..(g + 1) * m * k], m, k)).collect(), true)
 }
 
 /// Elements of one packed [m, k] left operand.
@@ -108,17 +108,30 @@ fn pack_lhs_f32(a: &[f32], m: usize, k: usize) -> Vec<f32> {
 }
 
 /// Packs a [k, n] right operand (e.g. a constant linear weight; `b` gives
-/// its strides) into the layout the kernel streams: fp16 when its values
-/// are fp16 values (the kernel widens them as it loads), else f32.
-pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize) -> Vec<f32> {
-    stored(pack_rhs_f32(b, k, n))
+/// its strides) that will multiply `rows` rows of A into the layout the
+/// kernel streams: fp16 when its values are fp16 values and too few rows
+/// (below [`F32_RHS_ROWS`]) reuse each one for the kernel to be bound by
+/// anything but its bytes, else f32.
+pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize, rows: usize) -> Vec<f32> {
+    stored(pack_rhs_f32(b, k, n), rows < F32_RHS_ROWS)
 }
+
+/// Rows of A from which a packed constant B is kept as f32 even when fp16
+/// holds its values. Widening fp16 as it loads costs the kernel two of its
+/// FMA-port slots per vector of B (`vcvtph2ps` on Ice Lake), so 28 slots
+/// per k step instead of 24 whenever A's rows are many enough to keep it
+/// compute-bound: the 197x768x768 product (a ViT-B/16 linear, 98 rows a
+/// thread) ran 0.95x the time with f32 (A/B between builds; a single
+/// thread 170 GFLOP/s against 148). Fewer rows are bound by B's bytes,
+/// which fp16 halves: a late 3x3 conv run transposed (49 rows, 4.7 MB of
+/// f32 weights) and a short sequence's linears keep fp16.
+pub(crate) const F32_RHS_ROWS: usize = 96;
 
 /// Packs `count` consecutive row-major [k, n] right operands of `b` into
 /// one buffer, as [`pack_lhs_each`] does left ones: matrix g is
 /// `Operand::packed_rhs(..).nth(g, packed_rhs_len(k, n))`.
 pub(crate) fn pack_rhs_each(b: &[f32], count: usize, k: usize, n: usize) -> Vec<f32> {
-    stored((0..count).flat_map(|g| pack_rhs_f32(Mat::rows(&b[g * k * n..(g + 1) * k * n], n), k, n)).collect())
+    stored((0..count).flat_map(|g| pack_rhs_f32(Mat::rows(&b[g * k * n..(g + 1) * k * n], n), k, n)).collect(), true)
 }
 
 /// Elements of one packed [k, n] right operand.
@@ -308,10 +321,10 @@ impl<'a> PackedData<'a> {
     }
 }
 
-/// The stored form of a packed buffer: fp16 when every value survives the
-/// round trip (and all are finite), else f32.
-fn stored(data: Vec<f32>) -> Vec<f32> {
-    let half_ok = data.iter().all(|&x| x.is_finite() && f16::from_f32(x).to_f32().to_bits() == x.to_bits());
+/// The stored form of a packed buffer: fp16 when `half` allows it and
+/// every value survives the round trip (and all are finite), else f32.
+fn stored(data: Vec<f32>, half: bool) -> Vec<f32> {
+    let half_ok = half && data.iter().all(|&x| x.is_finite() && f16::from_f32(x).to_f32().to_bits() == x.to_bits());
     if !half_ok {
         let mut out = Vec::with_capacity(HEADER + data.len());
         out.push(f32::from_bits(F32_HEADER));

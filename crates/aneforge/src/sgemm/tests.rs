@@ -93,9 +93,10 @@ fn check(m: usize, n: usize, k: usize, case: Case) {
         Operand::Strided(am)
     };
     let rhs = if case.pack_b && packs_constants() {
-        packed_b = pack_rhs(bm, k, n);
+        packed_b = pack_rhs(bm, k, n, m);
         let op = Operand::packed_rhs(&PackedData::new(&packed_b), n).cached(case.cached_b);
-        assert_eq!(matches!(op, Operand::PackedF16(_)), case.half_exact || k == 0, "fp16 packing iff the values are fp16 (no values are)");
+        let half = (case.half_exact || k == 0) && m < F32_RHS_ROWS;
+        assert_eq!(matches!(op, Operand::PackedF16(_)), half, "fp16 packing iff the values are fp16 (no values are) and few rows use them");
         op
     } else {
         Operand::Strided(bm)
@@ -172,7 +173,7 @@ fn parallel_split_by_rows_and_columns_agrees() {
 fn activations_times_a_cached_weight_split_by_rows() {
     let (m, n, k) = (197, 768, 768);
     let a = data(m * k, 1);
-    let packed = pack_rhs(Mat::rows(&data(k * n, 2), n), k, n);
+    let packed = pack_rhs(Mat::rows(&data(k * n, 2), n), k, n, m);
     let a = Operand::Strided(Mat::rows(&a, k));
     let cached = Operand::packed_rhs(&PackedData::new(&packed), n).cached(true);
     assert!(split_cost(false, m, n, k, a, cached, 2) < split_cost(true, m, n, k, a, cached, 2));
@@ -284,7 +285,7 @@ fn throughput() {
             let pd = PackedData::new(&packed);
             let pa = Operand::packed_lhs(&pd, m);
             let pre = time(&mut || unsafe { sgemm(m, n, k, pa, bm, c.as_mut_ptr(), n, false, Epilogue::default(), parallel) });
-            let packed_b = pack_rhs(Mat::rows(&b, n), k, n);
+            let packed_b = pack_rhs(Mat::rows(&b, n), k, n, m);
             let pdb = PackedData::new(&packed_b);
             let pb = Operand::packed_rhs(&pdb, n);
             let pre_b = time(&mut || unsafe { sgemm(m, n, k, am, pb, c.as_mut_ptr(), n, false, Epilogue::default(), parallel) });
@@ -306,7 +307,7 @@ fn throughput() {
 /// A weight with no values (a zero-depth product) packs without panicking.
 #[test]
 fn empty_operands_pack() {
-    let _ = pack_rhs(Mat::rows(&[], 3), 0, 3);
+    let _ = pack_rhs(Mat::rows(&[], 3), 0, 3, 1);
     let _ = pack_lhs_each(&[], 1, 3, 0);
 }
 
@@ -330,13 +331,30 @@ fn packed_storage_is_never_guessed_from_the_data() {
     }
 }
 
+/// fp16 weights stay fp16 for a few rows of activations (bound by the
+/// weight's bytes) and are widened once, at packing, for many (bound by
+/// the kernel, which would widen every value once per tile of rows).
+#[test]
+fn a_weight_many_rows_reuse_is_packed_as_f32() {
+    if !packs_constants() {
+        return;
+    }
+    let w: Vec<f32> = (0..64 * 40).map(|i| (i % 64) as f32 * 0.25).collect();
+    let as_op = |rows| {
+        let p = pack_rhs(Mat::rows(&w, 40), 64, 40, rows);
+        matches!(Operand::packed_rhs(&PackedData::new(&p), 40), Operand::PackedF16(_))
+    };
+    assert!(as_op(F32_RHS_ROWS - 1));
+    assert!(!as_op(F32_RHS_ROWS));
+}
+
 #[test]
 fn packed_bodies_start_on_a_cache_line_when_their_buffer_does() {
     // fp16-exact values (stored as halves) and values that are not (f32).
     let exact: Vec<f32> = (0..40 * 70).map(|i| (i % 512) as f32 * 0.5).collect();
     let inexact: Vec<f32> = exact.iter().map(|v| v + 1e-4).collect();
     for w in [&exact, &inexact] {
-        for (stored, ld) in [(pack_rhs(Mat::rows(w, 70), 40, 70), 70usize.next_multiple_of(NR)), (pack_lhs_each(w, 1, 40, 70), 40usize.next_multiple_of(MR))] {
+        for (stored, ld) in [(pack_rhs(Mat::rows(w, 70), 40, 70, 1), 70usize.next_multiple_of(NR)), (pack_lhs_each(w, 1, 40, 70), 40usize.next_multiple_of(MR))] {
             let buf = crate::aligned::Buf::from_slice(&stored);
             let body = match PackedData::new(&buf).operand(ld) {
                 Operand::Packed(p) => p.data.as_ptr() as usize,
