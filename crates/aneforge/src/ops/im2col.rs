@@ -49,6 +49,8 @@ fn im2col_row(x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], win: &Window,
         let run = &srow[first as usize..first as usize + (hi - lo - 1) * sx + 1];
         if sx == 1 {
             drow[lo..hi].copy_from_slice(run);
+        } else if sx == 2 {
+            deinterleave(run, &mut drow[lo..hi], None);
         } else {
             for (d, &v) in drow[lo..hi].iter_mut().zip(run.iter().step_by(sx)) {
                 *d = v;
@@ -137,9 +139,9 @@ impl Padded {
                         let (even, odd) = (&mut even[at(0)..at(0) + wq], &mut odd[at(0)..at(0) + wq]);
                         let m = pl / 2;
                         if pl % 2 == 0 {
-                            deinterleave(srow, &mut even[m..], &mut odd[m..]);
+                            deinterleave(srow, &mut even[m..], Some(&mut odd[m..]));
                         } else {
-                            deinterleave(srow, &mut odd[m..], &mut even[m + 1..]);
+                            deinterleave(srow, &mut odd[m..], Some(&mut even[m + 1..]));
                         }
                     }
                     _ => {
@@ -153,19 +155,22 @@ impl Padded {
     }
 }
 
-/// `a[i] = src[2i]`, `b[i] = src[2i + 1]`. The compiler's loop moved a
-/// value at a time (a third of a stride-2 conv's padding time).
-fn deinterleave(src: &[f32], a: &mut [f32], b: &mut [f32]) {
+/// `a[i] = src[2i]` and, if `b` is given, `b[i] = src[2i + 1]`. The
+/// compiler's loop moved a value at a time (a third of a stride-2 conv's
+/// padding time, and a third of a strided 1x1 conv's unfolding).
+fn deinterleave(src: &[f32], a: &mut [f32], mut b: Option<&mut [f32]>) {
     let pairs = src.len() / 2;
-    assert!(a.len() >= src.len().div_ceil(2) && b.len() >= pairs, "deinterleave: destination rows too short");
+    assert!(a.len() >= src.len().div_ceil(2) && b.as_ref().is_none_or(|b| b.len() >= pairs), "deinterleave: destination rows too short");
     // SAFETY: AVX-512F was just detected; lengths checked above.
     #[cfg(target_arch = "x86_64")]
-    let done = if crate::sgemm::has_avx512() { unsafe { deinterleave_avx512(src, a, b) } } else { 0 };
+    let done = if crate::sgemm::has_avx512() { unsafe { deinterleave_avx512(src, a, b.as_deref_mut()) } } else { 0 };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
     for i in done..pairs {
         a[i] = src[2 * i];
-        b[i] = src[2 * i + 1];
+        if let Some(b) = b.as_deref_mut() {
+            b[i] = src[2 * i + 1];
+        }
     }
     if src.len() % 2 == 1 {
         a[pairs] = src[src.len() - 1];
@@ -179,7 +184,7 @@ fn deinterleave(src: &[f32], a: &mut [f32], b: &mut [f32]) {
 /// AVX-512F is available; `a` and `b` hold `src.len() / 2` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn deinterleave_avx512(src: &[f32], a: &mut [f32], b: &mut [f32]) -> usize {
+unsafe fn deinterleave_avx512(src: &[f32], a: &mut [f32], mut b: Option<&mut [f32]>) -> usize {
     use std::arch::x86_64::*;
     let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -192,7 +197,9 @@ unsafe fn deinterleave_avx512(src: &[f32], a: &mut [f32], b: &mut [f32]) -> usiz
         let s = src.as_ptr().add(32 * g);
         let (lo, hi) = (_mm512_maskz_loadu_ps(mlo, s), _mm512_maskz_loadu_ps(mhi, s.wrapping_add(16)));
         _mm512_mask_storeu_ps(a.as_mut_ptr().add(16 * g), m, _mm512_permutex2var_ps(lo, evens, hi));
-        _mm512_mask_storeu_ps(b.as_mut_ptr().add(16 * g), m, _mm512_permutex2var_ps(lo, odds, hi));
+        if let Some(b) = b.as_deref_mut() {
+            _mm512_mask_storeu_ps(b.as_mut_ptr().add(16 * g), m, _mm512_permutex2var_ps(lo, odds, hi));
+        }
     }
     pairs
 }
@@ -438,6 +445,32 @@ mod tests {
                                 assert_eq!(panel[kk * width + j], want, "{kernel:?}/{stride:?} width {width} pc {pc} kk {kk} j0 {j0} j {j}");
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The written-out unfolding at stride 2 (its rows read as the even
+    /// values of a run, 16 at a time) against the definition, on widths
+    /// that leave a partial last group and with and without padding.
+    #[test]
+    fn strided_unfolding_matches_the_definition() {
+        for (w, k, pad) in [(56, 1, 0), (33, 1, 0), (70, 3, 1), (41, 3, 1), (3, 1, 0)] {
+            let (c, h) = (2, 5);
+            let win = Window { kernel: [k, k], stride: [2, 2], pad: [pad; 4], dilation: [1, 1] };
+            let [oh, ow] = win.out_size("conv", h, w).unwrap();
+            let x: Vec<f32> = (0..c * h * w).map(|i| i as f32 + 1.0).collect();
+            let mut got = vec![f32::NAN; c * k * k * oh * ow];
+            im2col(&x, [h, w], [oh, ow], &win, &mut got);
+            for ci in 0..c {
+                for (ki, kj) in (0..k).flat_map(|ki| (0..k).map(move |kj| (ki, kj))) {
+                    for (oy, ox) in (0..oh).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
+                        let (iy, ix) = ((oy * 2 + ki) as isize - pad as isize, (ox * 2 + kj) as isize - pad as isize);
+                        let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                        let want = if inside { x[ci * h * w + iy as usize * w + ix as usize] } else { 0.0 };
+                        let row = (ci * k + ki) * k + kj;
+                        assert_eq!(got[row * oh * ow + oy * ow + ox], want, "w {w} k {k} c {ci} ({ki},{kj}) at ({oy},{ox})");
                     }
                 }
             }
