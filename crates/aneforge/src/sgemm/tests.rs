@@ -365,3 +365,42 @@ fn packed_bodies_start_on_a_cache_line_when_their_buffer_does() {
         }
     }
 }
+
+/// A right operand made panel by panel from a row-major [k, n] matrix,
+/// as a convolution's unfolded input is.
+struct RowsPanels<'a> {
+    b: &'a [f32],
+    n: usize,
+}
+
+impl PanelSource for RowsPanels<'_> {
+    fn panel(&self, pc: usize, kc: usize, j0: usize, cols: usize, width: usize, dst: &mut [f32]) {
+        for (kk, row) in dst[..kc * width].chunks_exact_mut(width).enumerate() {
+            row[..cols].copy_from_slice(&self.b[(pc + kk) * self.n + j0..][..cols]);
+            row[cols..].fill(0.0);
+        }
+    }
+}
+
+/// Products whose B is made panel by panel, with few rows (A's tiles kept
+/// in L1 while the panels stream) and more (the panels kept), packed
+/// weights as A, on one thread and split, deep enough to cross K blocks.
+#[test]
+fn panels_made_on_demand_multiply_as_a_strided_b_would() {
+    for (m, n, k) in [(FEW_ROWS, 200, 147), (20, 70, 300), (FEW_ROWS + 1, 130, 40), (130, 97, 576)] {
+        let (a, b) = (data(m * k, 3), data(k * n, 4));
+        let want = naive(m, n, k, &a, false, &b, false);
+        let src = RowsPanels { b: &b, n };
+        let packed = pack_lhs_each(&a, 1, m, k);
+        let pd = PackedData::new(&packed);
+        for parallel in [false, true] {
+            for lhs in [Operand::Strided(Mat::rows(&a, k)), Operand::packed_lhs(&pd, m)] {
+                let mut c = vec![f32::NAN; m * n];
+                unsafe { sgemm(m, n, k, lhs, Operand::source(&src), c.as_mut_ptr(), n, false, Epilogue::default(), parallel) };
+                for (i, (g, w)) in c.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}x{n}x{k} parallel {parallel} at {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
