@@ -198,9 +198,9 @@ fn row_masks(cols: usize) -> (__mmask16, __mmask16) {
 
 /// A B element the kernel loads 16 at a time: f32, or fp16 widened in the
 /// load itself, so fp16 weights need no widening pass and keep half the
-/// memory traffic. The widening is not free: each `vcvtph2ps` takes FMA
-/// port slots, ~13% of a compute-bound tile's throughput (see
-/// `F32_RHS_ROWS` for when B is packed as f32 instead).
+/// memory traffic. The widening is not free: a compute-bound tile ran
+/// ~13% slower on fp16 B than on f32 (best of noisy single-thread runs;
+/// see `F32_RHS_ROWS` for when B is packed as f32 instead).
 trait Lanes: Copy {
     /// Sixteen consecutive values at `p`, as f32.
     ///

@@ -117,12 +117,12 @@ pub(crate) fn pack_rhs(b: Mat, k: usize, n: usize, rows: usize) -> Vec<f32> {
 }
 
 /// Rows of A from which a packed constant B is kept as f32 even when fp16
-/// holds its values. Widening fp16 as it loads costs the kernel two of its
-/// FMA-port slots per vector of B (`vcvtph2ps` on Ice Lake), so 28 slots
-/// per k step instead of 24 whenever A's rows are many enough to keep it
-/// compute-bound: the 197x768x768 product (a ViT-B/16 linear, 98 rows a
-/// thread) ran 0.95x the time with f32 (A/B between builds; a single
-/// thread 170 GFLOP/s against 148). Fewer rows are bound by B's bytes,
+/// holds its values. Widening fp16 as it loads (`vcvtph2ps`) competes with
+/// the FMAs for their ports, which costs whenever A's rows are many enough
+/// to keep the kernel compute-bound: the 197x768x768 product (a ViT-B/16
+/// linear, 98 rows a thread) ran 0.95x the time with f32, ViT-B/16 too
+/// (A/B between builds; single-thread best runs 170 GFLOP/s against 148;
+/// no hardware counters here to show the ports). Fewer rows are bound by B's bytes,
 /// which fp16 halves: a late 3x3 conv run transposed (49 rows, 4.7 MB of
 /// f32 weights) and a short sequence's linears keep fp16.
 pub(crate) const F32_RHS_ROWS: usize = 96;
@@ -865,9 +865,10 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: *mut 
                     // convolution's unfolded input) for a product of few
                     // rows, as a stem conv's 64 channels: with B's panels
                     // kept, every panel writes a line of each of C's rows,
-                    // 64 streams of stores, more than the prefetchers
-                    // follow, so each missed line waits on its own fetch
-                    // when the previous layers have cleared the caches;
+                    // 64 streams of stores, likely more than the
+                    // prefetchers follow (no counters here to confirm), so
+                    // each missed line would wait on its own fetch once
+                    // the previous layers have cleared the caches;
                     // with A's tiles kept C is written 12 rows at a time,
                     // and B's block (made before this loop) is re-read
                     // from L2 only m/12 times. ResNet-18 0.99x the time
