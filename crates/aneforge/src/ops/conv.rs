@@ -307,7 +307,8 @@ impl OpDef for Conv {
             return Some(super::winograd::small::transform_weights(w, o, c));
         }
         if self.is_transposed(c, out) {
-            let positions = out.numel() / o;
+            // One GEMM per image: its positions are the rows each call reuses the weight for.
+            let positions = out.shape[2] * out.shape[3];
             return Some(crate::sgemm::pack_rhs(Mat::cols(w, kk), kk, o, positions));
         }
         let og = o / self.groups;
